@@ -1,0 +1,45 @@
+"""The `grpo-kit` command line. Each verb lives in its own module; this file only dispatches.
+
+Errors a user can fix (a bad config, a malformed input row) print one clear message and exit 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from grpo_kit.config import ConfigError
+from grpo_kit.data import InputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from grpo_kit import score_cli
+
+    parser = argparse.ArgumentParser(prog="grpo-kit", description="Rewards and GRPO/PPO training "
+                                     "for R1-Zero style RL of language models.")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    score_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except (ConfigError, InputError, KeyError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"grpo-kit {args.verb}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"grpo-kit {args.verb}: interrupted; completed rows are saved, run the same command "
+              "to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

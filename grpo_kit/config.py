@@ -1,0 +1,198 @@
+"""Settings as pydantic models, loaded from YAML, validated once at load.
+
+Unknown keys are rejected with the list of valid ones (and a "did you mean" when one is close);
+every error names the key path and says how to fix it::
+
+    >>> load_config_text("rewards:\\n  - name: think_format\\n    wieght: 2\\n", ScoreConfig)
+    Traceback (most recent call last):
+    ...
+    grpo_kit.config.ConfigError: <string>: rewards.0.wieght: unknown key; did you mean 'weight'? valid keys: name, weight, args, label
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file, the key and the fix."""
+
+
+class Strict(BaseModel):
+    """Base model: unknown keys are errors, NaN/inf are refused, defaults are validated."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+
+
+class RewardConfig(Strict):
+    """One reward in a weighted combination."""
+
+    name: str = Field(description="registry name (see `grpo-kit score --list-rewards`), "
+                      "path/to/file.py:function or package.module:function")
+    weight: float = Field(1.0, description="weight in the combined reward (a weighted sum)")
+    args: dict[str, Any] = Field(default_factory=dict,
+                                 description="the reward's settings (its keyword-only parameters)")
+    label: str | None = Field(None, description="name in outputs and metrics (default: name)")
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+    @classmethod
+    def parse_cli(cls, text: str) -> "RewardConfig":
+        """Parse ``NAME[=WEIGHT]`` from the command line.
+
+        >>> RewardConfig.parse_cli("math_accuracy=2").weight
+        2.0
+        >>> RewardConfig.parse_cli("rewards.py:my_fn").name
+        'rewards.py:my_fn'
+        """
+        name, sep, weight = text.rpartition("=") if "=" in text else (text, "", "")
+        if not sep:
+            return cls(name=text)
+        try:
+            w = float(weight)
+        except ValueError:
+            raise ConfigError(f"--reward {text!r}: the weight after '=' must be a number, got {weight!r}")
+        return cls(name=name, weight=w)
+
+
+class ScoringConfig(Strict):
+    """How rewards are executed: worker processes under a hard per-item timeout."""
+
+    workers: int = Field(2, ge=0, description="worker processes; 0 runs rewards in-process "
+                         "with no timeout (debugging only)")
+    timeout: float = Field(5.0, gt=0, description="hard per-item time limit in seconds; a stuck "
+                           "worker is killed and replaced, the item recorded as a timeout")
+
+
+class ScoreConfig(Strict):
+    """Settings of `grpo-kit score` (a YAML file given with --config; flags override it)."""
+
+    rewards: list[RewardConfig] = Field(default_factory=list, description="rewards and weights")
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    completion_column: str = Field("completion", description="column holding the completion")
+    group_by: str | None = Field(None, description="column grouping completions of one prompt "
+                                 "(default: `prompt` when the input has it)")
+    skip_invalid: bool = Field(False, description="skip and count malformed input rows")
+    pass_threshold: float = Field(1.0, description="a completion counts as solved for pass@k "
+                                  "when its score is at least this")
+    split: str = Field("train", description="split to read from a hub dataset or DatasetDict")
+
+    @field_validator("rewards")
+    @classmethod
+    def _unique_labels(cls, v: list[RewardConfig]) -> list[RewardConfig]:
+        seen = set()
+        for r in v:
+            if r.key in seen:
+                raise ValueError(f"reward {r.key!r} appears twice; give one of them a distinct `label`")
+            seen.add(r.key)
+        return v
+
+
+def _fmt_loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "<top level>"
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """Walk a model class along an error location to the model that owns the last key."""
+    cur: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(cur, type) and issubclass(cur, BaseModel)) or part not in cur.model_fields:
+            return None
+        ann = cur.model_fields[part].annotation
+        args = getattr(ann, "__args__", ()) or ()
+        nxt = [a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
+        cur = nxt[0] if nxt else None
+    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        where = f"{source}: {_fmt_loc(loc)}"
+        if e["type"] == "extra_forbidden":
+            owner = _model_at(model, loc)
+            valid = list(owner.model_fields) if owner else []
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            lines.append(f"{where}: unknown key; {hint}valid keys: {', '.join(valid)}")
+        elif e["type"] == "missing":
+            lines.append(f"{where}: required key is missing")
+        else:
+            got = e.get("input")
+            got_s = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
+            lines.append(f"{where}: {e['msg']}{got_s}")
+    return "\n".join(lines)
+
+
+def build_config(data: Any, model: type[M], source: str = "<config>") -> M:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, model, source)) from None
+
+
+def load_config_text(text: str, model: type[M], source: str = "<string>") -> M:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+    return build_config(data, model, source)
+
+
+def load_config(path: str | Path, model: type[M], overrides: list[str] | None = None) -> M:
+    """Load a YAML file into ``model``, applying ``key.sub=value`` overrides (YAML-typed values)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    for ov in overrides or []:
+        apply_override(data, ov)
+    return build_config(data, model, str(p))
+
+
+def apply_override(data: dict, override: str) -> None:
+    """Set ``a.b.c=value`` in a nested dict; the value is parsed as YAML (``3`` is an int).
+
+    >>> d = {"scoring": {"workers": 2}}; apply_override(d, "scoring.timeout=1.5"); d
+    {'scoring': {'workers': 2, 'timeout': 1.5}}
+    """
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {override!r}: expected key=value, e.g. scoring.timeout=2")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    cur = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        nxt = cur.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {override!r}: {part} is not a mapping")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def dump_config(cfg: BaseModel) -> str:
+    """The resolved config as YAML (written into each run folder)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+

@@ -1,0 +1,237 @@
+"""A pool of reward worker processes with a hard, killable per-task time limit.
+
+Why not ``multiprocessing.Pool`` or ``concurrent.futures``: neither can stop one stuck task. A
+reward on untrusted text can hang in C code (a big-integer power, a regex, sympy) where no signal
+handler runs, so the only hard limit is to kill the process. This pool gives each worker its own
+pipe, tracks the deadline of the task it is running, SIGKILLs a worker that passes it and starts a
+fresh one. A task that times out, raises, or whose worker dies is reported as a failure with its
+reason; it never stops the others.
+
+Workers are started with ``spawn`` (safe beside torch threads and CUDA) and import the reward
+functions themselves, by name, so nothing but plain data crosses the pipe.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+# A reward is sent to workers as (spec, args): a registry name or "file.py:fn" plus its settings.
+RewardRef = tuple[str, tuple[tuple[str, Any], ...]]
+
+
+@dataclass
+class Outcome:
+    """The result of one task: ``values`` on success, else ``status`` and ``reason``."""
+
+    status: str  # "ok" | "error" | "timeout"
+    values: list | None = None
+    reason: str | None = None
+
+
+def call_reward(fn, completions: list, columns: dict[str, list]) -> list:
+    """Call a reward function and check its result: a list of finite floats or None, one per
+    completion. Raises ``RewardOutputError`` with the reason otherwise."""
+    out = fn(completions, **columns)
+    return check_output(out, len(completions))
+
+
+class RewardOutputError(ValueError):
+    pass
+
+
+def check_output(out: Any, n: int) -> list:
+    if not isinstance(out, (list, tuple)):
+        raise RewardOutputError(f"returned {type(out).__name__}, expected a list of {n} floats or None")
+    if len(out) != n:
+        raise RewardOutputError(f"returned {len(out)} values for {n} completions")
+    values = []
+    for v in out:
+        if v is None:
+            values.append(None)
+            continue
+        if isinstance(v, (bool, str, bytes)) or not hasattr(v, "__float__"):
+            raise RewardOutputError(f"returned a {type(v).__name__}, expected float or None")
+        try:  # int, float, numpy and torch scalars
+            v = float(v)
+        except (TypeError, ValueError) as e:
+            raise RewardOutputError(f"returned {v!r}, not convertible to float: {e}") from None
+        if not math.isfinite(v):
+            raise RewardOutputError(f"returned {v} (use None for 'not applicable')")
+        values.append(v)
+    return values
+
+
+def _worker_main(conn: Connection, cpu_threads: int) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(cpu_threads))
+    from grpo_kit.scoring import bind_reward  # imported here: the child imports the rewards itself
+
+    cache: dict[RewardRef, Any] = {}
+    conn.send("ready")  # the pool starts a task's clock only once its worker is up
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        task_id, ref, completions, columns = msg
+        try:
+            fn = cache.get(ref)
+            if fn is None:
+                fn = cache[ref] = bind_reward(ref[0], dict(ref[1]))
+            values = call_reward(fn, completions, columns)
+            reply = (task_id, "ok", values)
+        except Exception as e:  # a reward's failure is data, reported to the caller
+            tb = traceback.extract_tb(e.__traceback__)
+            where = f" (at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno})" if tb else ""
+            reply = (task_id, "error", f"{type(e).__name__}: {e}{where}"[:2000])
+        try:
+            conn.send(reply)
+        except Exception as e:  # unpicklable result
+            conn.send((task_id, "error", f"result could not be sent back: {e}"[:2000]))
+
+
+class _Worker:
+    def __init__(self, ctx, cpu_threads: int):
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, cpu_threads), daemon=True)
+        self.proc.start()
+        child.close()
+        self.task: int | None = None
+        self.deadline = math.inf
+        self.ready = False
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(timeout=5)
+        self.conn.close()
+
+
+class WorkerPool:
+    """``n`` worker processes running reward tasks under a hard per-task timeout.
+
+    >>> with WorkerPool(1) as pool:
+    ...     [o.values for o in pool.run([(("think_format", ()), ["<think>a</think>b"], {}, 5.0)])]
+    [[1.0]]
+    """
+
+    def __init__(self, n: int = 2, cpu_threads: int = 1):
+        if n < 1:
+            raise ValueError("a WorkerPool needs at least one worker")
+        self._ctx = mp.get_context("spawn")
+        self._cpu_threads = cpu_threads
+        self._workers = [_Worker(self._ctx, cpu_threads) for _ in range(n)]
+        self.restarts = 0
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for w in self._workers:
+            try:
+                if w.task is None:
+                    w.conn.send(None)
+            except OSError:
+                pass
+        for w in self._workers:
+            w.proc.join(timeout=1)
+            w.kill()
+        self._workers = []
+
+    def _replace(self, i: int) -> None:
+        self._workers[i].kill()
+        self._workers[i] = _Worker(self._ctx, self._cpu_threads)
+        self.restarts += 1
+
+    def _await_ready(self, limit_s: float = 120.0) -> None:
+        """Wait until at least one worker has started (imports done); fail loudly if none can."""
+        t0 = time.monotonic()
+        while True:
+            starting = [w for w in self._workers if not w.ready]
+            if not starting:
+                return
+            ready = wait([w.conn for w in starting] + [w.proc.sentinel for w in starting],
+                         timeout=0 if len(starting) < len(self._workers) else 1.0)
+            for idx, w in enumerate(list(self._workers)):
+                if w.ready:
+                    continue
+                if w.conn in ready:
+                    try:
+                        w.ready = w.conn.recv() == "ready"
+                    except (EOFError, OSError):
+                        pass
+                if not w.ready and not w.proc.is_alive():
+                    raise RuntimeError(f"a reward worker failed to start (exit code {w.proc.exitcode})")
+            if len(starting) < len(self._workers) or time.monotonic() - t0 > limit_s:
+                if not any(w.ready for w in self._workers):
+                    raise RuntimeError(f"no reward worker started within {limit_s:g} s")
+                return
+
+    def run(self, tasks: list[tuple[RewardRef, list, dict, float]], on_done=None) -> list[Outcome]:
+        """Run ``(reward_ref, completions, columns, timeout_s)`` tasks; return outcomes in order.
+
+        The clock of a task starts when a worker receives it. ``on_done(k)`` is called with the
+        number of tasks finished so far (for progress bars)."""
+        results: list[Outcome | None] = [None] * len(tasks)
+        pending = deque(range(len(tasks)))
+        done = 0
+        while done < len(tasks):
+            self._await_ready()
+            for w in self._workers:  # hand out work
+                if w.ready and w.task is None and pending:
+                    i = pending.popleft()
+                    ref, comps, cols, timeout = tasks[i]
+                    try:
+                        w.conn.send((i, ref, comps, cols))
+                    except Exception as e:  # unpicklable input: the task fails, not the run
+                        results[i] = Outcome("error", reason=f"could not send to worker: {e}")
+                        done += 1
+                        continue
+                    w.task, w.deadline = i, time.monotonic() + timeout
+            busy = [w for w in self._workers if w.task is not None]
+            if not busy:
+                continue
+            starting = [w for w in self._workers if not w.ready]
+            wait_s = max(0.0, min(w.deadline for w in busy) - time.monotonic())
+            ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy]
+                         + [w.conn for w in starting], timeout=wait_s)
+            now = time.monotonic()
+            for idx, w in enumerate(list(self._workers)):
+                if w.task is None:
+                    continue
+                i = w.task
+                if w.conn in ready:
+                    try:
+                        task_id, status, payload = w.conn.recv()
+                    except (EOFError, OSError):
+                        results[i] = Outcome("error", reason=f"worker died (exit code {w.proc.exitcode})")
+                        self._replace(idx)
+                    else:
+                        assert task_id == i
+                        results[i] = (Outcome("ok", values=payload) if status == "ok"
+                                      else Outcome("error", reason=payload))
+                        w.task, w.deadline = None, math.inf
+                elif w.proc.sentinel in ready or not w.proc.is_alive():
+                    results[i] = Outcome("error", reason=f"worker died (exit code {w.proc.exitcode})")
+                    self._replace(idx)
+                elif now >= w.deadline:
+                    results[i] = Outcome("timeout", reason=f"timed out after {tasks[i][3]:g} s; worker killed")
+                    self._replace(idx)
+                else:
+                    continue
+                done += 1
+                if on_done:
+                    on_done(done)
+        return results  # type: ignore[return-value]

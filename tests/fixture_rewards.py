@@ -1,0 +1,55 @@
+"""User-style reward functions for the scorer tests: well-behaved ones and hostile ones."""
+
+import os
+import time
+
+
+def text_length(completions, **columns):
+    """A TRL-style reward: the number of characters."""
+    return [float(len(c if isinstance(c, str) else c[0]["content"])) for c in completions]
+
+
+def answer_match(completions, answer):
+    """A fixed signature (no **kwargs): the scorer must pass only `answer`."""
+    return [1.0 if c.strip() == a else 0.0 for c, a in zip(completions, answer)]
+
+
+def trl_chat_length(completions, **kwargs):
+    """TRL's chat convention: completion[0]["content"]."""
+    return [float(len(c[0]["content"])) for c in completions]
+
+
+def hostile(completions, **columns):
+    """Misbehaves on command: SLEEP hangs in Python, POW hangs in C, CRASH raises, DIE kills the
+    process, NAN returns NaN, NONE says not applicable."""
+    out = []
+    for c in completions:
+        if "SLEEP" in c:
+            time.sleep(1000)
+        if "POW" in c:
+            pow(9, 9 ** 9)  # minutes of C-level big-int work: no signal can stop it
+        if "CRASH" in c:
+            raise ValueError("boom")
+        if "DIE" in c:
+            os._exit(3)
+        if "NAN" in c:
+            out.append(float("nan"))
+        elif "NONE" in c:
+            out.append(None)
+        else:
+            out.append(1.0)
+    return out
+
+
+def wrong_length(completions, **columns):
+    return [1.0] * (len(completions) + 1)
+
+
+def slow(completions, **columns):
+    """20 ms per completion: slow enough to SIGKILL a run midway."""
+    time.sleep(0.02 * len(completions))
+    return [float(len(c)) for c in completions]
+
+
+def with_setting(completions, *, bonus=0.0, **columns):
+    return [1.0 + bonus for _ in completions]
