@@ -45,7 +45,7 @@ def check_completion(value: Any, column: str) -> str | None:
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict | None, str | None]]:
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
-            where = f"{path}:{lineno}"
+            where = f"{path}, line {lineno}"
             if not raw.strip():
                 continue
             try:
@@ -69,7 +69,7 @@ def _iter_table(path: str, split: str) -> Iterator[tuple[str, dict | None, str |
 
         table = pq.read_table(p)
         for i, row in enumerate(table.to_pylist(), 1):
-            yield f"{p}:row {i}", row, None
+            yield f"{p}, row {i}", row, None
         return
     import datasets
 
@@ -89,7 +89,7 @@ def _iter_table(path: str, split: str) -> Iterator[tuple[str, dict | None, str |
             raise InputError(f"{p}: has splits {sorted(ds)}, not {split!r}; choose one with --split")
         ds = ds[split]
     for i, row in enumerate(ds, 1):
-        yield f"{path}:row {i}", row, None
+        yield f"{path}, row {i}", row, None
 
 
 def read_rows(path: str | Path, *, completion_column: str = "completion", split: str = "train",

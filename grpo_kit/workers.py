@@ -34,6 +34,7 @@ class Outcome:
     status: str  # "ok" | "error" | "timeout"
     values: list | None = None
     reason: str | None = None
+    seconds: float = 0.0  # wall time from hand-out to result (or kill)
 
 
 def call_reward(fn, completions: list, columns: dict[str, list]) -> list:
@@ -107,6 +108,7 @@ class _Worker:
         child.close()
         self.task: int | None = None
         self.deadline = math.inf
+        self.started = 0.0
         self.ready = False
 
     def kill(self) -> None:
@@ -149,6 +151,11 @@ class WorkerPool:
             w.proc.join(timeout=1)
             w.kill()
         self._workers = []
+
+    @staticmethod
+    def _death(w: _Worker) -> str:
+        w.proc.join(timeout=2)  # reap it, so the exit code is known
+        return f"worker died (exit code {w.proc.exitcode})"
 
     def _replace(self, i: int) -> None:
         self._workers[i].kill()
@@ -199,7 +206,8 @@ class WorkerPool:
                         results[i] = Outcome("error", reason=f"could not send to worker: {e}")
                         done += 1
                         continue
-                    w.task, w.deadline = i, time.monotonic() + timeout
+                    w.task, w.started = i, time.monotonic()
+                    w.deadline = w.started + timeout
             busy = [w for w in self._workers if w.task is not None]
             if not busy:
                 continue
@@ -211,12 +219,12 @@ class WorkerPool:
             for idx, w in enumerate(list(self._workers)):
                 if w.task is None:
                     continue
-                i = w.task
+                i, started = w.task, w.started
                 if w.conn in ready:
                     try:
                         task_id, status, payload = w.conn.recv()
                     except (EOFError, OSError):
-                        results[i] = Outcome("error", reason=f"worker died (exit code {w.proc.exitcode})")
+                        results[i] = Outcome("error", reason=self._death(w))
                         self._replace(idx)
                     else:
                         assert task_id == i
@@ -224,13 +232,14 @@ class WorkerPool:
                                       else Outcome("error", reason=payload))
                         w.task, w.deadline = None, math.inf
                 elif w.proc.sentinel in ready or not w.proc.is_alive():
-                    results[i] = Outcome("error", reason=f"worker died (exit code {w.proc.exitcode})")
+                    results[i] = Outcome("error", reason=self._death(w))
                     self._replace(idx)
                 elif now >= w.deadline:
                     results[i] = Outcome("timeout", reason=f"timed out after {tasks[i][3]:g} s; worker killed")
                     self._replace(idx)
                 else:
                     continue
+                results[i].seconds = now - started
                 done += 1
                 if on_done:
                     on_done(done)
