@@ -77,6 +77,9 @@ def summarize_rows(rows: Sequence[dict[str, Any]], reward_keys: Sequence[str],
             st["errors"] = sum(e is not None and not e.startswith("timeout") for e in errs)
             st["timeouts"] = sum(e is not None and e.startswith("timeout") for e in errs)
         if group_ids is not None:
-            st.update(group_stats(vals, group_ids, threshold))
+            gs = group_stats(vals, group_ids, threshold)
+            if key == "reward":  # a weighted sum has no natural "solved" threshold: means only
+                gs = {k: v for k, v in gs.items() if not k.startswith("pass@")}
+            st.update(gs)
         out["rewards"][key] = st
     return out
