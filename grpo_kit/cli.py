@@ -14,12 +14,13 @@ from grpo_kit.data import InputError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from grpo_kit import score_cli
+    from grpo_kit import score_cli, train_cli
 
     parser = argparse.ArgumentParser(prog="grpo-kit", description="Rewards and GRPO/PPO training "
                                      "for R1-Zero style RL of language models.")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     score_cli.add_parser(sub)
+    train_cli.add_parsers(sub)
     return parser
 
 

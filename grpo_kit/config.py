@@ -101,28 +101,49 @@ def _fmt_loc(loc: tuple) -> str:
     return ".".join(str(p) for p in loc) or "<top level>"
 
 
-def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """Walk a model class along an error location to the model that owns the last key."""
+def _models_in(ann: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside a type annotation (through Optional, Union, list, Annotated)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    return [m for a in getattr(ann, "__args__", ()) or () for m in _models_in(a)]
+
+
+def _tag_of(model: type[BaseModel]) -> Any:
+    f = model.model_fields.get("type")
+    args = getattr(f.annotation, "__args__", ()) if f is not None else ()
+    return args[0] if len(args) == 1 else None
+
+
+def _walk(model: type[BaseModel], loc: tuple) -> tuple[type[BaseModel] | None, tuple]:
+    """Walk a model class along an error location to the model owning the last key; also return
+    the location without the tags pydantic adds for discriminated unions."""
     cur: Any = model
-    for part in loc[:-1]:
-        if isinstance(part, int):
+    shown: list = []
+    parts = list(loc[:-1])
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        shown.append(part)
+        i += 1
+        if isinstance(part, int) or cur is None:
             continue
-        if not (isinstance(cur, type) and issubclass(cur, BaseModel)) or part not in cur.model_fields:
-            return None
-        ann = cur.model_fields[part].annotation
-        args = getattr(ann, "__args__", ()) or ()
-        nxt = [a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
-        cur = nxt[0] if nxt else None
-    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+        if part not in cur.model_fields:
+            return None, tuple(shown) + tuple(parts[i:]) + loc[-1:]
+        cands = _models_in(cur.model_fields[part].annotation)
+        if cands and i < len(parts) and parts[i] not in cands[0].model_fields:
+            tagged = [c for c in cands if _tag_of(c) == parts[i]]  # a discriminated union's tag
+            if tagged:
+                cands, i = tagged, i + 1
+        cur = cands[0] if cands else None
+    return cur, tuple(shown) + loc[-1:]
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
     lines = []
     for e in err.errors():
-        loc = tuple(e["loc"])
+        owner, loc = _walk(model, tuple(e["loc"]))
         where = f"{source}: {_fmt_loc(loc)}"
         if e["type"] == "extra_forbidden":
-            owner = _model_at(model, loc)
             valid = list(owner.model_fields) if owner else []
             close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""

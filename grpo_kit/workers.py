@@ -14,8 +14,11 @@ functions themselves, by name, so nothing but plain data crosses the pipe.
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 import traceback
 from collections import deque
@@ -70,8 +73,18 @@ def check_output(out: Any, n: int) -> list:
     return values
 
 
-def _worker_main(conn: Connection, cpu_threads: int) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", str(cpu_threads))
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this worker when its parent dies, even mid-hang."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker_main(conn: Connection) -> None:
+    _die_with_parent()
     from grpo_kit.scoring import bind_reward  # imported here: the child imports the rewards itself
 
     cache: dict[RewardRef, Any] = {}
@@ -101,20 +114,34 @@ def _worker_main(conn: Connection, cpu_threads: int) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx, cpu_threads: int):
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child, cpu_threads), daemon=True)
-        self.proc.start()
-        child.close()
+    """One worker: ``python -m grpo_kit.workers FD`` on one end of a socket pair.
+
+    A fresh interpreter (not ``multiprocessing``'s spawn) so that the parent's ``__main__`` is never
+    re-imported: a user's training script needs no ``if __name__ == "__main__"`` guard for it."""
+
+    def __init__(self, cpu_threads: int):
+        parent_sock, child_sock = socket.socketpair()
+        env = {**os.environ, "OMP_NUM_THREADS": str(cpu_threads),
+               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))}
+        self.proc = subprocess.Popen([sys.executable, "-m", "grpo_kit.workers", str(child_sock.fileno())],
+                                     pass_fds=[child_sock.fileno()], env=env, stdin=subprocess.DEVNULL)
+        child_sock.close()
+        self.conn = Connection(parent_sock.detach())
         self.task: int | None = None
         self.deadline = math.inf
         self.started = 0.0
         self.ready = False
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
     def kill(self) -> None:
-        if self.proc.is_alive():
+        if self.alive():
             self.proc.kill()
-        self.proc.join(timeout=5)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
         self.conn.close()
 
 
@@ -129,9 +156,8 @@ class WorkerPool:
     def __init__(self, n: int = 2, cpu_threads: int = 1):
         if n < 1:
             raise ValueError("a WorkerPool needs at least one worker")
-        self._ctx = mp.get_context("spawn")
         self._cpu_threads = cpu_threads
-        self._workers = [_Worker(self._ctx, cpu_threads) for _ in range(n)]
+        self._workers = [_Worker(cpu_threads) for _ in range(n)]
         self.restarts = 0
 
     def __enter__(self) -> "WorkerPool":
@@ -148,18 +174,24 @@ class WorkerPool:
             except OSError:
                 pass
         for w in self._workers:
-            w.proc.join(timeout=1)
+            try:
+                w.proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
             w.kill()
         self._workers = []
 
     @staticmethod
     def _death(w: _Worker) -> str:
-        w.proc.join(timeout=2)  # reap it, so the exit code is known
-        return f"worker died (exit code {w.proc.exitcode})"
+        try:
+            w.proc.wait(timeout=2)  # reap it, so the exit code is known
+        except subprocess.TimeoutExpired:
+            pass
+        return f"worker died (exit code {w.proc.returncode})"
 
     def _replace(self, i: int) -> None:
         self._workers[i].kill()
-        self._workers[i] = _Worker(self._ctx, self._cpu_threads)
+        self._workers[i] = _Worker(self._cpu_threads)
         self.restarts += 1
 
     def _await_ready(self, limit_s: float = 120.0) -> None:
@@ -169,7 +201,7 @@ class WorkerPool:
             starting = [w for w in self._workers if not w.ready]
             if not starting:
                 return
-            ready = wait([w.conn for w in starting] + [w.proc.sentinel for w in starting],
+            ready = wait([w.conn for w in starting],
                          timeout=0 if len(starting) < len(self._workers) else 1.0)
             for idx, w in enumerate(list(self._workers)):
                 if w.ready:
@@ -179,8 +211,8 @@ class WorkerPool:
                         w.ready = w.conn.recv() == "ready"
                     except (EOFError, OSError):
                         pass
-                if not w.ready and not w.proc.is_alive():
-                    raise RuntimeError(f"a reward worker failed to start (exit code {w.proc.exitcode})")
+                if not w.ready and not w.alive():
+                    raise RuntimeError(f"a reward worker failed to start (exit code {w.proc.returncode})")
             if len(starting) < len(self._workers) or time.monotonic() - t0 > limit_s:
                 if not any(w.ready for w in self._workers):
                     raise RuntimeError(f"no reward worker started within {limit_s:g} s")
@@ -213,8 +245,7 @@ class WorkerPool:
                 continue
             starting = [w for w in self._workers if not w.ready]
             wait_s = max(0.0, min(w.deadline for w in busy) - time.monotonic())
-            ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy]
-                         + [w.conn for w in starting], timeout=wait_s)
+            ready = wait([w.conn for w in busy] + [w.conn for w in starting], timeout=wait_s)
             now = time.monotonic()
             for idx, w in enumerate(list(self._workers)):
                 if w.task is None:
@@ -231,7 +262,7 @@ class WorkerPool:
                         results[i] = (Outcome("ok", values=payload) if status == "ok"
                                       else Outcome("error", reason=payload))
                         w.task, w.deadline = None, math.inf
-                elif w.proc.sentinel in ready or not w.proc.is_alive():
+                elif not w.alive():
                     results[i] = Outcome("error", reason=self._death(w))
                     self._replace(idx)
                 elif now >= w.deadline:
@@ -244,3 +275,7 @@ class WorkerPool:
                 if on_done:
                     on_done(done)
         return results  # type: ignore[return-value]
+
+
+if __name__ == "__main__":  # a worker: python -m grpo_kit.workers FD
+    _worker_main(Connection(int(sys.argv[1])))

@@ -1,0 +1,54 @@
+"""The mathematics of GRPO and PPO as pure tensor functions: advantages, losses, log-probs.
+
+No model, no config object, no I/O, no ``.item()``. Dimensions: B prompts or sequences, G
+completions per prompt, T completion tokens, V vocabulary. See docs/algorithms.md for the table of
+variants (GRPO, Dr. GRPO, DAPO, GSPO, RLOO, REINFORCE++-baseline, PPO) and the switches that select
+them.
+"""
+
+from grpo_kit.algorithms.advantages import (
+    ADVANTAGE_ESTIMATORS,
+    AdvantageEstimator,
+    gae,
+    get_advantage_estimator,
+    group_advantages,
+    rewards_at_last_token,
+    whiten,
+)
+from grpo_kit.algorithms.logprobs import token_entropy, token_logprobs
+from grpo_kit.algorithms.losses import (
+    AGGREGATIONS,
+    KL_ESTIMATORS,
+    AdaptiveKLController,
+    FixedKLController,
+    aggregate,
+    entropy_loss,
+    kl_in_reward,
+    kl_penalty,
+    policy_loss,
+    truncated_is_weights,
+    value_loss,
+)
+
+__all__ = [
+    "ADVANTAGE_ESTIMATORS",
+    "AGGREGATIONS",
+    "KL_ESTIMATORS",
+    "AdaptiveKLController",
+    "AdvantageEstimator",
+    "FixedKLController",
+    "aggregate",
+    "entropy_loss",
+    "gae",
+    "get_advantage_estimator",
+    "group_advantages",
+    "kl_in_reward",
+    "kl_penalty",
+    "policy_loss",
+    "rewards_at_last_token",
+    "token_entropy",
+    "token_logprobs",
+    "truncated_is_weights",
+    "value_loss",
+    "whiten",
+]

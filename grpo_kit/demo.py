@@ -1,0 +1,151 @@
+"""The tiny demo model: a ~124k-parameter Qwen2 that learns ``a+b=`` by GRPO on 2 CPU cores.
+
+Built locally (no hub), following the recipe in FACTS ("A GRPO demo that learns on 2 CPU cores"):
+
+- **Tokenizer**: word level, 14 tokens (``<pad>``, ``<eos>``, ``0``-``9``, ``+``, ``=``), one
+  character per token (spaces are dropped), decoded without spaces (``[1, 2] -> "12"``), left
+  padding, a trivial chat template (the messages' contents concatenated).
+- **Model**: ``Qwen2Config`` hidden 64, intermediate 256, 2 layers, 2 heads, 1 KV head (head_dim
+  32, which vLLM's CPU attention accepts), tied embeddings, ``initializer_range=0.1`` (at the
+  default 0.02 this model learns addition very slowly).
+- **Format-only warm start**: ``warm_start_steps`` AdamW steps (lr 3e-3) of supervised next-token
+  training on 128 examples ``a+b=`` followed by a *uniformly random* answer 0..18 and ``<eos>``,
+  the loss on the answer and ``<eos>`` tokens only. The model learns the format (one or two
+  digits, then ``<eos>``), not the sums: greedy accuracy on the 100 facts stays near 1/19, the
+  start of the GRPO curve.
+
+Loading it back: ``AutoModelForCausalLM.from_pretrained(path)``; for the tokenizer prefer
+``PreTrainedTokenizerFast.from_pretrained(path)``. transformers 5's ``AutoTokenizer`` rebuilds it
+as ``Qwen2Tokenizer`` (byte-level pre-tokenizer and decoder, whatever ``tokenizer_class`` says) for
+a qwen2 config; the ids and decoded text of digits, ``+``, ``=`` and the special tokens are the
+same, and ``unk_token: null`` in ``tokenizer_config.json`` stops it from adding a 15th token
+(``<|endoftext|>``, outside the embedding). Characters outside the vocabulary raise an error with
+``PreTrainedTokenizerFast`` and are dropped by ``Qwen2Tokenizer``.
+
+>>> TOKENS[:3], len(TOKENS)
+(['<pad>', '<eos>', '0'], 14)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+TOKENS = ["<pad>", "<eos>", *"0123456789", "+", "="]
+CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+MODEL = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+             num_key_value_heads=1, tie_word_embeddings=True, initializer_range=0.1,
+             max_position_embeddings=128)
+WARM_START = dict(batch_size=128, lr=3e-3, max_operand=9, max_answer=18)
+MARKER = "grpo_kit_demo.json"
+
+
+def build_tokenizer(out_dir: str | Path):
+    """The 14-token character tokenizer, saved into ``out_dir`` (left padding, ``<eos>``, ``<pad>``).
+
+    >>> import tempfile
+    >>> tok = build_tokenizer(tempfile.mkdtemp())
+    >>> tok("12+7=19<eos>").input_ids, tok.decode([3, 4, 1], skip_special_tokens=True)
+    ([3, 4, 12, 9, 13, 3, 11, 1], '12')
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(TOKENS)}, unk_token=None))
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex("."), behavior="isolated")]
+    )
+    backend.decoder = decoders.Fuse()  # "1", "2" -> "12" (the default joins with spaces)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>",
+                                        padding_side="left", chat_template=CHAT_TEMPLATE)
+    out_dir = Path(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    config_file = out_dir / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    # padding_side is otherwise lost; unk_token null keeps AutoTokenizer's Qwen2Tokenizer at 14 tokens
+    config.update(tokenizer_class="PreTrainedTokenizerFast", padding_side="left", unk_token=None)
+    config_file.write_text(json.dumps(config, indent=2) + "\n")
+    return tokenizer
+
+
+def warm_start_batch(batch_size: int, *, max_operand: int = 9, max_answer: int = 18):
+    """``a+b=`` + a uniformly random answer in 0..max_answer + ``<eos>``, right-padded to 7 tokens.
+
+    Returns ``(input_ids, attention_mask, labels)``, each ``[B, 7]``; ``labels`` is -100 except on
+    the answer and ``<eos>`` tokens. Ids are the positions in :data:`TOKENS`; uses torch's global RNG.
+    """
+    import torch
+
+    ids = {t: i for i, t in enumerate(TOKENS)}
+    digit = ids["0"]  # digits are consecutive ids
+    a = torch.randint(0, max_operand + 1, (batch_size,))
+    b = torch.randint(0, max_operand + 1, (batch_size,))
+    answer = torch.randint(0, max_answer + 1, (batch_size,))
+    two = answer >= 10
+    pad, eos = torch.full_like(a, ids["<pad>"]), torch.full_like(a, ids["<eos>"])
+    columns = [
+        digit + a, torch.full_like(a, ids["+"]), digit + b, torch.full_like(a, ids["="]),
+        torch.where(two, digit + answer // 10, digit + answer),
+        torch.where(two, digit + answer % 10, eos),
+        torch.where(two, eos, pad),
+    ]
+    input_ids = torch.stack(columns, dim=1)  # [B, 7]
+    attention_mask = (input_ids != ids["<pad>"]).long()
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    labels[:, :4] = -100  # no loss on the prompt
+    return input_ids, attention_mask, labels
+
+
+def build_tiny_model(out_dir: str | Path, *, seed: int = 0, warm_start_steps: int = 200) -> Path:
+    """Build, warm-start and save the demo model and tokenizer into ``out_dir``; return its path.
+
+    Writes ``grpo_kit_demo.json`` there with the recipe and the final warm-start loss. About 3-5 s
+    on 2 CPU cores (``torch.set_num_threads`` is the caller's). ``warm_start_steps=0`` saves the
+    randomly initialised model.
+    """
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(out_dir)
+    config = Qwen2Config(vocab_size=len(TOKENS), pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **MODEL)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    start, loss = time.perf_counter(), None
+    if warm_start_steps > 0:
+        loss = _warm_start(model, warm_start_steps)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = None
+    model.save_pretrained(out_dir)
+    recipe = {
+        "what": "grpo-kit tiny demo model for the `arithmetic` task (a+b=, a, b in 0..9)",
+        "tokens": TOKENS, "model": MODEL, "parameters": sum(p.numel() for p in model.parameters()),
+        "seed": seed,
+        "warm_start": {**WARM_START, "steps": warm_start_steps, "optimizer": "AdamW",
+                       "answers": "uniformly random 0..18 (format only, not sums)",
+                       "final_loss": loss, "seconds": round(time.perf_counter() - start, 2)},
+    }
+    (out_dir / MARKER).write_text(json.dumps(recipe, indent=2) + "\n")
+    return out_dir
+
+
+def _warm_start(model, steps: int) -> float:
+    """Format-only supervised warm start (see the module docstring); returns the last loss."""
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=WARM_START["lr"])
+    model.train()
+    for _ in range(steps):
+        input_ids, attention_mask, labels = warm_start_batch(
+            WARM_START["batch_size"], max_operand=WARM_START["max_operand"], max_answer=WARM_START["max_answer"]
+        )
+        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    return round(loss.detach().item(), 4)

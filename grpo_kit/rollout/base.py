@@ -1,0 +1,52 @@
+"""The sampler protocol and its settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import Field, model_validator
+
+from grpo_kit.config import Strict
+
+
+class SamplingConfig(Strict):
+    """How completions are sampled (the same for every sampler)."""
+
+    n: int = Field(8, ge=1, description="G: completions per prompt")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature; the trainer applies "
+                               "the same one to its log-probs")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass (1 = off)")
+    top_k: int = Field(0, ge=0, description="top-k sampling (0 = off)")
+    max_new_tokens: int = Field(256, ge=1, description="completion length limit; a completion that "
+                                "reaches it is finished with reason 'length' (truncated)")
+    stop: list[str] = Field(default_factory=list, description="stop strings (kept in the text)")
+    seed: int | None = Field(None, description="sampler seed (default: derived from train.seed)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if any(not s for s in self.stop):
+            raise ValueError("sampling.stop: an empty stop string would stop at once; remove it")
+        return self
+
+
+@dataclass
+class Sampled:
+    """The completions of one prompt, as a sampler returns them."""
+
+    completion_ids: list[list[int]]  # [G][T_i]
+    texts: list[str]  # [G]
+    finish_reasons: list[str]  # [G] "stop" | "length"
+    logprobs: list[list[float]] | None  # [G][T_i] the sampler's log-probs of its tokens
+
+
+class Sampler(Protocol):
+    """Samples G completions for each prompt; sees new weights through :meth:`sync_weights`."""
+
+    def sample(self, prompt_ids: list[list[int]], seed: int) -> list[Sampled]:
+        """One :class:`Sampled` per prompt (same order), ``cfg.n`` completions each."""
+        ...
+
+    def sync_weights(self, model) -> None:
+        """Make the sampler use ``model``'s current weights (after an optimizer step)."""
+        ...

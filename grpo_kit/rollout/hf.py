@@ -1,0 +1,124 @@
+"""The ``hf`` sampler: transformers ``generate`` on the policy model itself.
+
+It shares the trainer's model, so :meth:`HFSampler.sync_weights` has nothing to copy. Log-probs of
+the sampled tokens come from the distribution actually sampled from (temperature, top-k, top-p
+applied), recorded step by step by a logits processor that keeps one ``[N, V]`` row of
+log-probabilities at a time rather than the ``[T, N, V]`` scores ``output_scores`` would hold.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper,
+                          TopKLogitsWarper, TopPLogitsWarper)
+
+from grpo_kit.rollout.base import Sampled, SamplingConfig
+
+
+class _RecordLogprobs(LogitsProcessor):
+    """Records log p(token) of each sampled token under the final (warped) distribution.
+
+    At step t+1 the processor sees the token sampled at step t as ``input_ids[:, -1]``, and gathers
+    its log-prob from the step-t log-softmax it kept; the last step is gathered by :meth:`finish`.
+    """
+
+    def __init__(self):
+        self.prev: torch.Tensor | None = None  # [N, V] log-probs of the previous step
+        self.taken: list[torch.Tensor] = []  # T x [N]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.prev is not None:
+            self.taken.append(self.prev.gather(1, input_ids[:, -1:]).squeeze(1))  # [N]
+        self.prev = torch.log_softmax(scores.float(), dim=-1)  # [N, V]
+        return scores
+
+    def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
+        if self.prev is not None:
+            self.taken.append(self.prev.gather(1, last_tokens[:, None]).squeeze(1))
+            self.prev = None
+        return torch.stack(self.taken, dim=1) if self.taken else last_tokens.new_zeros((len(last_tokens), 0))
+
+
+class HFSampler:
+    """Samples with ``model.generate``; see :class:`~grpo_kit.rollout.base.Sampler`."""
+
+    def __init__(self, model, tokenizer, cfg: SamplingConfig):
+        self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token: set tokenizer.pad_token (e.g. to eos)")
+        self.eos_ids = _eos_ids(model, tokenizer)
+
+    def sync_weights(self, model) -> None:
+        self.model = model  # the same module the trainer updates: nothing to copy
+
+    def _generation_config(self) -> GenerationConfig:
+        c = self.cfg
+        # sampling warpers run in our own processor list (see sample), so generate's are all off
+        return GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                                max_new_tokens=c.max_new_tokens, num_return_sequences=c.n,
+                                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids,
+                                stop_strings=c.stop or None, return_dict_in_generate=True, use_cache=True)
+
+    @torch.no_grad()
+    def sample(self, prompt_ids: list[list[int]], seed: int) -> list[Sampled]:
+        c, dev = self.cfg, self.model.device
+        width = max(len(p) for p in prompt_ids)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=dev)  # [B, P]
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=dev)
+        recorder = _RecordLogprobs()
+        procs = [TemperatureLogitsWarper(c.temperature)] if c.temperature != 1.0 else []
+        if c.top_k:
+            procs.append(TopKLogitsWarper(c.top_k))
+        if c.top_p < 1.0:
+            procs.append(TopPLogitsWarper(c.top_p))
+        was_training = self.model.training
+        self.model.eval()
+        devices = [dev] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            out = self.model.generate(input_ids=ids, attention_mask=mask,
+                                      generation_config=self._generation_config(),
+                                      logits_processor=LogitsProcessorList([*procs, recorder]),
+                                      tokenizer=self.tokenizer if c.stop else None)
+        self.model.train(was_training)
+        new = out.sequences[:, width:]  # [B*G, T]
+        logp = recorder.finish(new[:, -1]) if new.shape[1] else None  # [B*G, T]
+        return self._split(new.tolist(), logp.tolist() if logp is not None else None, len(prompt_ids))
+
+    def _split(self, seqs: list[list[int]], logps, n_prompts: int) -> list[Sampled]:
+        G = self.cfg.n
+        texts, ids, reasons, lps = [], [], [], []
+        for k, seq in enumerate(seqs):
+            cut, reason = _cut(seq, self.eos_ids, self.tokenizer.pad_token_id, self.cfg.max_new_tokens)
+            toks = seq[:cut]
+            text = self.tokenizer.decode(toks, skip_special_tokens=True)
+            if reason == "length" and any(s in text for s in self.cfg.stop):
+                reason = "stop"
+            ids.append(toks)
+            texts.append(text)
+            reasons.append(reason)
+            lps.append(logps[k][:cut] if logps is not None else None)
+        return [Sampled(ids[i * G:(i + 1) * G], texts[i * G:(i + 1) * G], reasons[i * G:(i + 1) * G],
+                        lps[i * G:(i + 1) * G] if logps is not None else None) for i in range(n_prompts)]
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+    ids = eos if isinstance(eos, list) else ([eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    if not ids:
+        raise ValueError("neither the model nor the tokenizer defines an eos token")
+    return ids
+
+
+def _cut(seq: list[int], eos_ids: list[int], pad_id: int, max_new: int) -> tuple[int, str]:
+    """Length of the completion (eos included) and why it ended."""
+    for t, tok in enumerate(seq):
+        if tok in eos_ids:
+            return t + 1, "stop"
+    n = len(seq)
+    while n and seq[n - 1] == pad_id and pad_id not in eos_ids:
+        n -= 1  # a stop string ended it early; generate padded the rest
+    return n, ("length" if n >= max_new else "stop")

@@ -1,0 +1,1 @@
+"""The GRPO training loop: trainer, batch building, checkpoints, logging."""

@@ -1,0 +1,79 @@
+"""Groups -> padded tensors, once per step; and the forward pass that gives token log-probs.
+
+Layout of one sequence (row): ``[pad .. pad, prompt, completion, pad .. pad]``: prompts are
+left-padded to P, completions right-padded to T, so every completion starts at column P and the
+logits that predict it are columns ``P-1 .. P+T-2``. Position ids count real tokens only.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from grpo_kit.algorithms.logprobs import token_entropy, token_logprobs
+from grpo_kit.records import Group
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [N, P+T]  N = B*G sequences
+    attention_mask: torch.Tensor  # [N, P+T]
+    completion_ids: torch.Tensor  # [N, T]
+    completion_mask: torch.Tensor  # [N, T] 1 on sampled tokens
+    rewards: torch.Tensor  # [B, G] combined reward, NaN where no reward applied
+    truncated: torch.Tensor  # [N] bool, cut at max_new_tokens
+    sampler_logp: torch.Tensor | None  # [N, T]
+    prompt_len: int  # P
+
+    @property
+    def size(self) -> int:
+        return self.input_ids.shape[0]
+
+    def rows(self, idx: torch.Tensor) -> "Batch":
+        """The sequences ``idx`` (a 1-D index tensor); ``rewards`` stays whole (it is per group)."""
+        sl = lambda t: None if t is None else t[idx]  # noqa: E731
+        return Batch(self.input_ids[idx], self.attention_mask[idx], self.completion_ids[idx],
+                     self.completion_mask[idx], self.rewards, self.truncated[idx],
+                     sl(self.sampler_logp), self.prompt_len)
+
+
+def make_batch(groups: list[Group], pad_id: int, device: torch.device) -> Batch:
+    P = max(len(g.prompt_ids) for g in groups)
+    T = max(1, max(len(c) for g in groups for c in g.completion_ids))
+    ids, att, comp, cmask, lps, trunc = [], [], [], [], [], []
+    has_lp = all(g.sampler_logprobs is not None for g in groups)
+    for g in groups:
+        for k, c in enumerate(g.completion_ids):
+            lp, rp = P - len(g.prompt_ids), T - len(c)
+            ids.append([pad_id] * lp + list(g.prompt_ids) + list(c) + [pad_id] * rp)
+            att.append([0] * lp + [1] * (len(g.prompt_ids) + len(c)) + [0] * rp)
+            comp.append(list(c) + [pad_id] * rp)
+            cmask.append([1] * len(c) + [0] * rp)
+            trunc.append(g.finish_reasons[k] == "length")
+            if has_lp:
+                lps.append(list(g.sampler_logprobs[k]) + [0.0] * rp)
+    rewards = torch.tensor([[float("nan") if r is None else r for r in g.reward] for g in groups],
+                           dtype=torch.float32)  # [B, G]
+    t = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=device)  # noqa: E731
+    return Batch(t(ids), t(att), t(comp), t(cmask), rewards.to(device), t(trunc, torch.bool),
+                 t(lps, torch.float32) if has_lp else None, P)
+
+
+def forward_logprobs(model, batch: Batch, *, temperature: float, autocast: bool,
+                     with_entropy: bool = False, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs ``[N, T]`` of the completion tokens (and their entropies) under ``model``."""
+    T = batch.completion_ids.shape[1]
+    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)  # [N, P+T]
+    dev = batch.input_ids.device
+    ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if autocast else nullcontext()
+    with ctx:
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos,
+                    logits_to_keep=T + 1, use_cache=False)
+    logits = out.logits[:, :T]  # [N, T, V]: column P-1+t predicts completion token t
+    logp = token_logprobs(logits, batch.completion_ids, temperature=temperature)  # [N, T]
+    ent = None
+    if with_entropy:
+        ent = token_entropy(logits if entropy_grad else logits.detach(), temperature=temperature)  # [N, T]
+    return logp, ent

@@ -1,0 +1,134 @@
+"""The training config: one pydantic tree, validated at load, saved into each run folder.
+
+Every variant of the algorithm is a named switch under ``algorithm`` (see the README's table).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from grpo_kit.config import RewardConfig, ScoringConfig, Strict
+from grpo_kit.rollout.base import SamplingConfig
+from tasks.config import TaskConfig
+
+
+class ModelConfig(Strict):
+    path: str = Field(description="local path or hub id of a causal LM (AutoModelForCausalLM)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights dtype; auto = float32 on CPU, bfloat16 on GPU")
+    device: str = Field("auto", description="auto = cuda when available, else cpu")
+    gradient_checkpointing: bool | None = Field(None, description="default: on for GPU, off for CPU")
+    autocast: bool | None = Field(None, description="bf16 autocast of forward passes; default on GPU")
+
+
+class KLConfig(Strict):
+    beta: float = Field(0.0, ge=0, description="KL coefficient; 0 = no reference model is loaded")
+    estimator: Literal["k1", "k2", "k3"] = Field("k3", description="per-token KL estimator")
+    placement: Literal["loss", "reward"] = Field(
+        "loss", description="loss: + beta * aggregate(KL); reward: - beta * KL per token in the reward")
+    target: float | None = Field(None, gt=0, description="adaptive controller target KL (Ziegler "
+                                 "et al. 2019); None = fixed beta")
+    horizon: int = Field(10000, ge=1, description="adaptive controller horizon")
+
+
+class GRPOConfig(Strict):
+    """Critic-free GRPO and its variants (Dr. GRPO, RLOO, REINFORCE++-baseline, DAPO, GSPO)."""
+
+    type: Literal["grpo"] = "grpo"
+    advantage: Literal["grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"] = Field(
+        "grpo", description="advantage estimator (grpo_kit.algorithms.ADVANTAGE_ESTIMATORS)")
+    loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant_norm"] = (
+        Field("token_mean", description="loss aggregation; constant_norm = Dr. GRPO"))
+    clip_low: float = Field(0.2, ge=0, description="PPO clip below 1")
+    clip_high: float = Field(0.2, ge=0, description="PPO clip above 1 (> clip_low: DAPO clip-higher)")
+    dual_clip: float | None = Field(None, gt=1, description="dual-clip constant c for A < 0")
+    ratio_level: Literal["token", "sequence"] = Field("token", description="sequence = GSPO")
+    epochs: int = Field(1, ge=1, description="mu: passes over each batch")
+    kl: KLConfig = Field(default_factory=KLConfig)
+    entropy_coef: float = Field(0.0, ge=0, description="entropy bonus coefficient")
+    mask_truncated: bool = Field(False, description="exclude completions cut at max_new_tokens "
+                                 "from the loss (DAPO overlong filtering)")
+    tis_cap: float | None = Field(None, gt=0, description="truncated importance sampling against "
+                                  "the sampler's log-probs, weights capped at this value")
+    dynamic_sampling: bool = Field(False, description="DAPO: drop groups whose rewards are all "
+                                   "equal and sample more until the batch is full")
+    max_sampling_rounds: int = Field(3, ge=1, description="bound on dynamic-sampling rounds")
+
+
+AlgorithmConfig = Annotated[Union[GRPOConfig], Field(discriminator="type")]
+
+
+class OptimConfig(Strict):
+    lr: float = Field(1e-6, gt=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = Field(0.0, ge=0)
+    eps: float = Field(1e-8, gt=0)
+    warmup_steps: int = Field(0, ge=0, description="linear warmup (in optimizer steps)")
+    schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of lr")
+    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; None = off")
+
+
+class LoopConfig(Strict):
+    steps: int = Field(100, ge=1, description="training steps (one batch of prompts each)")
+    prompts_per_step: int = Field(8, ge=1, description="B/G: prompts sampled per step")
+    minibatch_size: int | None = Field(None, ge=1, description="sequences per optimizer step "
+                                       "(default: the whole batch: one optimizer step per epoch)")
+    micro_batch_size: int | None = Field(None, ge=1, description="sequences per forward/backward "
+                                         "(gradient accumulation); default = minibatch_size")
+    seed: int = Field(0, description="seeds everything: data order, sampling, init of new heads")
+    save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
+    keep_last: int = Field(2, ge=1, description="checkpoints kept")
+    samples_every: int = Field(10, ge=0, description="write sample completions every N steps")
+    torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
+
+
+class RunConfig(Strict):
+    name: str = Field("run", description="run name (the default output folder is runs/NAME-TIME)")
+    output_dir: str | None = Field(None, description="run folder (default runs/NAME-TIME)")
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
+    progress: bool = Field(True, description="live progress bar on stderr")
+
+
+class TrainConfig(Strict):
+    """`grpo-kit train CONFIG.yaml`."""
+
+    model: ModelConfig
+    task: TaskConfig
+    rewards: list[RewardConfig] | None = Field(None, description="default: the task's rewards")
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    sampler: Literal["hf"] = Field("hf", description="hf (transformers generate)")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=GRPOConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: LoopConfig = Field(default_factory=LoopConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        G, B = self.sampling.n, self.train.prompts_per_step
+        algo = self.algorithm
+        if G < 2:
+            raise ValueError(f"sampling.n = {G}: advantage {algo.advantage!r} uses a group baseline "
+                             "and needs at least 2 completions per prompt; set sampling.n >= 2")
+        total = B * G
+        mb = self.train.minibatch_size or total
+        if total % mb:
+            raise ValueError(f"train.minibatch_size = {mb} does not divide the batch of "
+                             f"prompts_per_step x sampling.n = {B} x {G} = {total} sequences; "
+                             f"choose a divisor of {total}")
+        micro = self.train.micro_batch_size or mb
+        if mb % micro:
+            raise ValueError(f"train.micro_batch_size = {micro} does not divide train.minibatch_size "
+                             f"= {mb}; choose a divisor of {mb}")
+        return self
+
+    @property
+    def minibatch(self) -> int:
+        return self.train.minibatch_size or self.train.prompts_per_step * self.sampling.n
+
+    @property
+    def micro_batch(self) -> int:
+        return self.train.micro_batch_size or self.minibatch

@@ -1,0 +1,75 @@
+"""Loading the policy and tokenizer, and turning a dataset prompt into token ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from grpo_kit.config import ConfigError
+from grpo_kit.train.config import ModelConfig
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_tokenizer(path: str):
+    import json
+    from pathlib import Path
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    # transformers 5 loads a local tokenizer declared as PreTrainedTokenizerFast as the model
+    # type's own class (Qwen2Tokenizer for a qwen2 config), which changes the ids: keep the class.
+    cfg_file = Path(path) / "tokenizer_config.json"
+    declared = json.loads(cfg_file.read_text()).get("tokenizer_class") if cfg_file.is_file() else None
+    if declared in ("PreTrainedTokenizerFast", "TokenizersBackend"):
+        tok = PreTrainedTokenizerFast.from_pretrained(path)
+    else:
+        tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ConfigError(f"model.path {path}: the tokenizer has neither a pad nor an eos token")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_policy(cfg: ModelConfig):
+    """``(model, tokenizer, device, autocast)``. Weights stay float32 unless ``dtype`` says
+    otherwise (the optimizer keeps full-precision weights); on a GPU the forward passes run under
+    bf16 autocast and gradient checkpointing is on, unless the config turns them off."""
+    from transformers import AutoModelForCausalLM
+
+    device = pick_device(cfg.device)
+    dtype = torch.float32 if cfg.dtype == "auto" else _DTYPES[cfg.dtype]
+    try:
+        tok = load_tokenizer(cfg.path)
+        model = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=dtype)
+    except OSError as e:
+        raise ConfigError(f"model.path {cfg.path!r}: cannot load a model from it: {e}") from None
+    model.to(device)
+    on_gpu = device.type == "cuda"
+    if cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else on_gpu:
+        model.gradient_checkpointing_enable()
+    autocast = cfg.autocast if cfg.autocast is not None else on_gpu
+    return model, tok, device, autocast
+
+
+def encode_prompt(tokenizer, prompt: Any) -> list[int]:
+    """Token ids of a prompt: a string as is, a list of chat messages through the chat template."""
+    if isinstance(prompt, str):
+        return list(tokenizer(prompt)["input_ids"])
+    if isinstance(prompt, list):
+        if tokenizer.chat_template is None:
+            raise ConfigError("the prompts are chat messages but the tokenizer has no chat template; "
+                              "use a base-model template (task.prompt_style: base)")
+        out = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+        if hasattr(out, "keys") and "input_ids" in out:
+            out = out["input_ids"]
+        return list(out)
+    raise ConfigError(f"a prompt must be a string or a list of chat messages, got {type(prompt).__name__}")

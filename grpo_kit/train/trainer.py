@@ -1,0 +1,287 @@
+"""The GRPO trainer. A step reads as: sample, score, advantages + loss + step, log.
+
+    trainer = Trainer(cfg, run_dir)
+    trainer.train()
+
+Critic-free GRPO (arXiv 2402.03300) with the variants of :mod:`grpo_kit.algorithms` selected by
+``cfg.algorithm``. Departures from the paper: the loss aggregation defaults to DAPO's token mean;
+the KL to the reference is optional (``algorithm.kl.beta``, default 0, as Dr. GRPO and DAPO).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from grpo_kit.algorithms.losses import AdaptiveKLController, FixedKLController
+from grpo_kit.config import ConfigError, dump_config
+from grpo_kit.records import Group
+from grpo_kit.rollout import make_sampler
+from grpo_kit.scoring import Scorer
+from grpo_kit.train import checkpoint as ckpt
+from grpo_kit.train.batch import make_batch
+from grpo_kit.train.config import TrainConfig
+from grpo_kit.train.logger import RunLogger
+from grpo_kit.train.models import encode_prompt, load_policy
+from grpo_kit.train.update import policy_update
+from tasks import get_task
+
+
+class PromptCursor:
+    """Position in the prompt stream: a seeded permutation per epoch, resumable."""
+
+    def __init__(self, n: int, seed: int):
+        if n == 0:
+            raise ConfigError("the task's train split has no rows")
+        self.n, self.seed, self.epoch, self.pos = n, seed, 0, 0
+
+    def take(self, k: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < k:
+            perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+            chunk = perm[self.pos:self.pos + k - len(out)].tolist()
+            out += chunk
+            self.pos += len(chunk)
+            if self.pos >= self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+        return out
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load(self, s: dict[str, int]) -> None:
+        self.epoch, self.pos = s["epoch"], s["pos"]
+
+
+def lr_lambda(cfg: TrainConfig, total_updates: int):
+    o = cfg.optim
+
+    def f(u: int) -> float:
+        if u < o.warmup_steps:
+            return (u + 1) / o.warmup_steps
+        if o.schedule == "constant":
+            return 1.0
+        prog = min(1.0, (u - o.warmup_steps) / max(1, total_updates - o.warmup_steps))
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * prog))
+
+    return f
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, *, resume: bool = False):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.train.torch_threads:
+            torch.set_num_threads(cfg.train.torch_threads)
+        torch.manual_seed(cfg.train.seed)
+        self.task = get_task(cfg.task)
+        self.dataset = self.task.load("train")
+        self.rewards = cfg.rewards if cfg.rewards is not None else self.task.default_rewards
+        self.model, self.tokenizer, self.device, self.autocast = load_policy(cfg.model)
+        algo = cfg.algorithm
+        self.ref_model = None
+        if algo.kl.beta > 0:
+            self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.kl_ctl = (AdaptiveKLController(algo.kl.beta, algo.kl.target, algo.kl.horizon)
+                       if algo.kl.target else FixedKLController(algo.kl.beta))
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps,
+                                           weight_decay=o.weight_decay)
+        N = cfg.train.prompts_per_step * cfg.sampling.n
+        total_updates = cfg.train.steps * algo.epochs * (N // cfg.minibatch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, total_updates))
+        self.sampler = make_sampler(cfg.sampler, self.model, self.tokenizer, cfg.sampling)
+        self.cursor = PromptCursor(len(self.dataset), cfg.train.seed)
+        self.step = 0
+        if resume:
+            self._resume()
+        (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+        self.scorer = Scorer(self.rewards, cfg.scoring)
+        self.logger = RunLogger(self.run_dir, cfg.run.report_to, cfg.model_dump(mode="json"), self.step)
+        self._warned: set[str] = set()
+
+    # ------------------------------------------------------------------ resume / save
+    def _resume(self) -> None:
+        found = ckpt.list_checkpoints(self.run_dir)
+        if not found:
+            print(f"grpo-kit train: no checkpoint in {self.run_dir}; starting from step 0", file=sys.stderr)
+            return
+        last = found[-1]
+        from transformers import AutoModelForCausalLM
+
+        loaded = AutoModelForCausalLM.from_pretrained(last, dtype=next(self.model.parameters()).dtype)
+        self.model.load_state_dict(loaded.state_dict())
+        st = ckpt.load_trainer_state(last)
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.cursor.load(st["cursor"])
+        self.kl_ctl.beta = st["kl_beta"]
+        ckpt.set_rng_state(st["rng"])
+        self.step = st["step"]
+        self.sampler.sync_weights(self.model)
+        print(f"grpo-kit train: resumed from {last} (step {self.step})", file=sys.stderr)
+
+    def save(self) -> Path:
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "cursor": self.cursor.state(), "kl_beta": self.kl_ctl.beta}
+        return ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
+                                    self.cfg.train.keep_last)
+
+    # ------------------------------------------------------------------ sample + score
+    def _seed(self, step: int, round_: int) -> int:
+        base = self.cfg.sampling.seed if self.cfg.sampling.seed is not None else self.cfg.train.seed
+        return (base * 1_000_003 + step * 1009 + round_) % (2**31)
+
+    def sample_groups(self, rows: list[dict[str, Any]], seed: int) -> list[Group]:
+        prompt_ids = [encode_prompt(self.tokenizer, r["prompt"]) for r in rows]
+        sampled = self.sampler.sample(prompt_ids, seed)
+        return [Group(prompt=r["prompt"], prompt_ids=p, completions=s.texts, completion_ids=s.completion_ids,
+                      finish_reasons=s.finish_reasons, sampler_logprobs=s.logprobs,
+                      columns={k: v for k, v in r.items() if k != "prompt"})
+                for r, p, s in zip(rows, prompt_ids, sampled)]
+
+    def score_groups(self, groups: list[Group]) -> None:
+        comps, gids, cols = [], [], {}
+        keys = sorted({k for g in groups for k in g.columns})
+        for gi, g in enumerate(groups):
+            comps += g.completions
+            gids += [gi] * g.size
+            for k in ["prompt", *keys]:
+                v = g.prompt if k == "prompt" else g.columns.get(k)
+                cols.setdefault(k, []).extend([v] * g.size)
+        cols["completion_ids"] = [c for g in groups for c in g.completion_ids]
+        res = self.scorer.score(comps, cols, gids)
+        off = 0
+        for g in groups:
+            sl = slice(off, off + g.size)
+            g.rewards = {k: v[sl] for k, v in res.scores.items()}
+            g.reward = res.combined[sl]
+            g.reward_errors = {k: v[sl] for k, v in res.errors.items()}
+            off += g.size
+        self._report_reward_errors(res.errors)
+
+    def _report_reward_errors(self, errors: dict[str, list]) -> None:
+        for name, errs in errors.items():
+            bad = [e for e in errs if e is not None]
+            if bad and name not in self._warned:
+                self._warned.add(name)
+                print(f"grpo-kit train: reward {name!r} failed on {len(bad)}/{len(errs)} completions at "
+                      f"step {self.step + 1}: {bad[0]} (counted in metrics as rewards/{name}/errors; "
+                      "further failures of this reward are only counted)", file=sys.stderr)
+
+    def collect(self, step: int) -> tuple[list[Group], dict[str, float]]:
+        """B scored groups; with dynamic sampling, groups whose rewards all agree are replaced by
+        fresh ones for up to ``max_sampling_rounds`` rounds, then the batch is filled with them."""
+        algo, B = self.cfg.algorithm, self.cfg.train.prompts_per_step
+        kept: list[Group] = []
+        dropped: list[Group] = []
+        t_sample = t_score = 0.0
+        rounds = algo.max_sampling_rounds if algo.dynamic_sampling else 1
+        for r in range(rounds):
+            rows = [self.dataset[i] for i in self.cursor.take(B - len(kept))]
+            t0 = time.perf_counter()
+            groups = self.sample_groups(rows, self._seed(step, r))
+            t1 = time.perf_counter()
+            self.score_groups(groups)
+            t_sample, t_score = t_sample + t1 - t0, t_score + time.perf_counter() - t1
+            for g in groups:
+                (dropped if algo.dynamic_sampling and _zero_variance(g) else kept).append(g)
+            if len(kept) >= B:
+                break
+        filled = max(0, B - len(kept))
+        kept += dropped[:filled]
+        return kept, {"time/sample": t_sample, "time/score": t_score, "dynamic/rounds": r + 1,
+                      "dynamic/filled_groups": filled if algo.dynamic_sampling else 0}
+
+    # ------------------------------------------------------------------ the step
+    def train_step(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        step = self.step + 1
+        groups, metrics = self.collect(step)
+        batch = make_batch(groups, self.tokenizer.pad_token_id, self.device)
+        zero_var = sum(_zero_variance(g) for g in groups) / len(groups)
+        if zero_var == 1.0:
+            metrics["skipped"] = "every group has zero reward variance: no learning signal"
+            metrics["time/update"] = 0.0
+        else:
+            t1 = time.perf_counter()
+            gen = torch.Generator().manual_seed(self._seed(step, 99))
+            metrics.update(policy_update(self.model, self.ref_model, self.optimizer, self.scheduler, batch,
+                                         self.cfg, autocast=self.autocast, beta=self.kl_ctl.beta,
+                                         generator=gen))
+            metrics["time/update"] = time.perf_counter() - t1
+            self.sampler.sync_weights(self.model)
+            if "kl" in metrics:
+                self.kl_ctl.update(metrics["kl"], self.cfg.train.prompts_per_step)
+        self.step = step
+        metrics.update(step_metrics(groups, batch, zero_var))
+        metrics["kl/beta"] = self.kl_ctl.beta
+        metrics["time/step"] = time.perf_counter() - t0
+        metrics["tokens_per_s"] = float(batch.completion_mask.sum()) / metrics["time/step"]
+        row = {"step": step, **{k: metrics[k] for k in sorted(metrics)}}
+        self.logger.log(row)
+        if self.cfg.train.samples_every and step % self.cfg.train.samples_every == 0:
+            self.logger.samples(step, groups)
+        return row
+
+    def train(self) -> Path:
+        from tqdm import tqdm
+
+        c = self.cfg.train
+        bar = tqdm(total=c.steps, initial=self.step, desc="train", unit="step", file=sys.stderr,
+                   disable=not self.cfg.run.progress, dynamic_ncols=True)
+        try:
+            while self.step < c.steps:
+                row = self.train_step()
+                bar.update(1)
+                bar.set_postfix(reward=f"{row['reward/mean']:.3f}", refresh=False)
+                if c.save_every and self.step % c.save_every == 0:
+                    self.save()
+        except KeyboardInterrupt:
+            bar.close()
+            path = self.save()
+            print(f"\ngrpo-kit train: interrupted; checkpoint saved at {path}; continue with --resume",
+                  file=sys.stderr)
+            raise
+        finally:
+            bar.close()
+            self.close()
+        if not c.save_every or self.step % c.save_every:
+            self.save()
+        return self.run_dir
+
+    def close(self) -> None:
+        self.scorer.close()
+        self.logger.close()
+
+
+def _zero_variance(g: Group) -> bool:
+    vals = [r for r in g.reward if r is not None]
+    return len(vals) < 2 or max(vals) - min(vals) < 1e-12
+
+
+def step_metrics(groups: list[Group], batch, zero_var: float) -> dict[str, float]:
+    """Reward and length statistics of the step's completions."""
+    rewards = [r for g in groups for r in g.reward if r is not None]
+    out: dict[str, float] = {"zero_variance_groups": zero_var}
+    arr = np.array(rewards, dtype=np.float64)
+    out["reward/mean"] = float(arr.mean()) if len(arr) else float("nan")
+    out["reward/std"] = float(arr.std()) if len(arr) else float("nan")
+    for name in groups[0].rewards:
+        vals = [v for g in groups for v in g.rewards[name] if v is not None]
+        errs = [e for g in groups for e in g.reward_errors.get(name, []) if e is not None]
+        out[f"rewards/{name}/mean"] = float(np.mean(vals)) if vals else float("nan")
+        out[f"rewards/{name}/errors"] = sum(not e.startswith("timeout") for e in errs)
+        out[f"rewards/{name}/timeouts"] = sum(e.startswith("timeout") for e in errs)
+    lens = batch.completion_mask.sum(-1).float()
+    out["completion/length_mean"] = float(lens.mean())
+    out["completion/length_max"] = float(lens.max())
+    out["completion/truncated_frac"] = float(batch.truncated.float().mean())
+    return out

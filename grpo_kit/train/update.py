@@ -1,0 +1,123 @@
+"""One policy update on a batch: old/ref log-probs, advantages, mu epochs of minibatches with
+gradient accumulation. Only the algorithm core's functions do maths here; this file wires them."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from grpo_kit.algorithms.advantages import get_advantage_estimator
+from grpo_kit.algorithms.losses import (aggregate, entropy_loss, kl_in_reward, kl_penalty, policy_loss,
+                                        truncated_is_weights)
+from grpo_kit.train.batch import Batch, forward_logprobs
+from grpo_kit.train.config import TrainConfig
+
+
+@torch.no_grad()
+def _logprobs_no_grad(model, batch: Batch, micro: int, cfg: TrainConfig, autocast: bool) -> torch.Tensor:
+    out = []
+    for s in range(0, batch.size, micro):
+        idx = torch.arange(s, min(s + micro, batch.size), device=batch.input_ids.device)
+        out.append(forward_logprobs(model, batch.rows(idx), temperature=cfg.sampling.temperature,
+                                    autocast=autocast)[0])
+    return torch.cat(out)  # [N, T]
+
+
+def loss_mask(batch: Batch, cfg: TrainConfig) -> torch.Tensor:
+    m = batch.completion_mask.float()  # [N, T]
+    if cfg.algorithm.mask_truncated:
+        m = m * (~batch.truncated).float()[:, None]  # DAPO overlong filtering
+    return m
+
+
+def compute_advantages(batch: Batch, cfg: TrainConfig, mask: torch.Tensor, old_logp, ref_logp,
+                       beta: float) -> tuple[torch.Tensor, dict]:
+    """Per-token advantages ``[N, T]`` from the group rewards ``[B, G]`` (and, with the KL placed in
+    the reward, ``-beta * KL`` per token)."""
+    algo = cfg.algorithm
+    token_rewards, metrics = None, {}
+    if beta > 0 and algo.kl.placement == "reward":
+        kl = kl_penalty(old_logp, ref_logp, algo.kl.estimator)  # [N, T]
+        token_rewards = kl_in_reward(torch.zeros_like(kl), kl, beta) * mask
+    estimator = get_advantage_estimator(algo.advantage)
+    adv, _ = estimator(batch.rewards, mask, token_rewards=token_rewards)  # [N, T]
+    on = mask.bool()
+    vals = adv[on]
+    if vals.numel():
+        metrics = {"advantage/mean": vals.mean(), "advantage/std": vals.std() if vals.numel() > 1 else 0.0,
+                   "advantage/min": vals.min(), "advantage/max": vals.max()}
+    return adv, metrics
+
+
+def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: TrainConfig, *,
+                  autocast: bool, beta: float, generator: torch.Generator) -> dict:
+    """mu epochs over shuffled minibatches; returns averaged metrics."""
+    algo, N = cfg.algorithm, batch.size
+    mb, micro = cfg.minibatch, cfg.micro_batch
+    mask = loss_mask(batch, cfg)
+    need_old = algo.epochs > 1 or mb < N or (beta > 0 and algo.kl.placement == "reward")
+    old_logp = _logprobs_no_grad(model, batch, micro, cfg, autocast) if need_old else None
+    ref_logp = _logprobs_no_grad(ref_model, batch, micro, cfg, autocast) if beta > 0 else None
+    adv, metrics = compute_advantages(batch, cfg, mask, old_logp, ref_logp, beta)
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    model.train()
+    for _ in range(algo.epochs):
+        order = torch.randperm(N, generator=generator).to(batch.input_ids.device)
+        for s in range(0, N, mb):
+            rows = order[s:s + mb]
+            norm_tok = mask[rows].sum().clamp(min=1)  # the minibatch's normalisers, for accumulation
+            n_micro = -(-len(rows) // micro)
+            for u in range(0, len(rows), micro):
+                idx = rows[u:u + micro]
+                m = _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg, autocast, beta,
+                                num_tokens=norm_tok, num_seqs=len(rows))
+                for k, v in m.items():  # losses add up over micro-batches; the rest is averaged
+                    sums[k] += float(v) if k.startswith("loss/") else float(v) / n_micro
+            for k in m:
+                counts[k] += 1  # one per minibatch
+            if cfg.optim.grad_clip is not None:
+                gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                sums["grad_norm"] += float(gn)
+                counts["grad_norm"] += 1
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+    metrics.update({k: sums[k] / counts[k] for k in sums})
+    metrics["lr"] = scheduler.get_last_lr()[0]
+    return metrics
+
+
+def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConfig, autocast, beta,
+                *, num_tokens, num_seqs) -> dict:
+    algo = cfg.algorithm
+    sub = batch.rows(idx)
+    logp, ent = forward_logprobs(model, sub, temperature=cfg.sampling.temperature, autocast=autocast,
+                                 with_entropy=True, entropy_grad=algo.entropy_coef > 0)
+    m = mask[idx]
+    old = old_logp[idx] if old_logp is not None else logp.detach()
+    is_w = None
+    if algo.tis_cap is not None:
+        if sub.sampler_logp is None:
+            raise RuntimeError("algorithm.tis_cap needs the sampler's log-probs; this sampler gave none")
+        is_w = truncated_is_weights(old, sub.sampler_logp, algo.tis_cap)
+    agg = dict(agg=algo.loss_agg, max_len=cfg.sampling.max_new_tokens, num_tokens=num_tokens,
+               num_seqs=num_seqs)
+    loss, metrics = policy_loss(logp, old, adv[idx], m, clip_low=algo.clip_low, clip_high=algo.clip_high,
+                                dual_clip=algo.dual_clip, ratio_level=algo.ratio_level,
+                                is_weights=is_w, **agg)
+    metrics = {f"policy/{k}": v for k, v in metrics.items()}
+    metrics["loss/policy"] = loss.detach()
+    if ref_logp is not None:
+        kl = kl_penalty(logp, ref_logp[idx], algo.kl.estimator)  # [n, T]
+        kl_agg = aggregate(kl, m, **agg)
+        metrics["kl"] = (kl.detach() * m).sum() / m.sum().clamp(min=1)
+        if algo.kl.placement == "loss":
+            loss = loss + beta * kl_agg
+    if algo.entropy_coef > 0:
+        loss = loss + algo.entropy_coef * entropy_loss(ent, m, **agg)
+    metrics["entropy"] = (ent.detach() * m).sum() / m.sum().clamp(min=1)
+    metrics["loss/total"] = loss.detach()
+    loss.backward()
+    return metrics

@@ -1,0 +1,191 @@
+"""`grpo-kit train`, `grpo-kit eval` and `grpo-kit plot`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from grpo_kit.config import ConfigError, apply_override, build_config
+
+DEMO_STEPS = 1500
+
+
+def demo_config(seed: int = 0) -> dict[str, Any]:
+    """The built-in demo: a ~120k-parameter model learns a+b on the CPU (see the README)."""
+    return {
+        "model": {"path": "<built by grpo_kit.demo.build_tiny_model>"},
+        "task": {"name": "arithmetic"},
+        "sampling": {"n": 16, "temperature": 1.0, "max_new_tokens": 3},
+        "algorithm": {"type": "grpo", "advantage": "grpo", "loss_agg": "token_mean",
+                      "kl": {"beta": 0.04, "estimator": "k3"}},
+        "optim": {"lr": 3e-4, "betas": [0.9, 0.99], "grad_clip": None},
+        "scoring": {"workers": 1, "timeout": 5.0},
+        "train": {"steps": DEMO_STEPS, "prompts_per_step": 16, "seed": seed, "samples_every": 100,
+                  "save_every": 250, "torch_threads": 2},
+        "run": {"name": "demo"},
+    }
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="GRPO training (no CONFIG: the built-in CPU demo)",
+                       description="Train with GRPO. With no CONFIG, runs the built-in CPU demo.")
+    p.add_argument("config", nargs="?", help="YAML training config (see recipes/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.steps=10; seed=N changes every seed")
+    p.add_argument("--output-dir", help="run folder (default runs/NAME-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    p.set_defaults(func=run_train)
+
+    e = sub.add_parser("eval", help="pass@k and mean@k of a model on a task's test split")
+    e.add_argument("target", help="a run folder (its config and last checkpoint) or a training config")
+    e.add_argument("--checkpoint", help="model folder to evaluate (default: the run's last checkpoint)")
+    e.add_argument("--k", type=int, default=4, help="completions per prompt (default 4)")
+    e.add_argument("--split", help="split to evaluate (default: the task's test split)")
+    e.add_argument("--limit", type=int, help="evaluate the first N prompts only")
+    e.add_argument("-o", "--output", help="write per-completion rows (JSONL) and a .summary.json")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    e.set_defaults(func=run_eval)
+
+    pl = sub.add_parser("plot", help="draw reward and length curves of a run to a PNG")
+    pl.add_argument("run_dir")
+    pl.add_argument("-o", "--output", help="PNG path (default RUN_DIR/curves.png)")
+    pl.set_defaults(func=run_plot)
+
+
+def _overrides(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    for s in sets:
+        key, _, val = s.partition("=")
+        if key == "seed":  # every random seed at once
+            n = yaml.safe_load(val)
+            apply_override(data, f"train.seed={n}")
+            if (data.get("sampling") or {}).get("seed") is not None:
+                apply_override(data, f"sampling.seed={n}")
+            if "seed" in ((data.get("task") or {}).get("args") or {}):
+                apply_override(data, f"task.args.seed={n}")
+        else:
+            apply_override(data, s)
+    return data
+
+
+def resolve_train_config(config: str | None, sets: list[str]):
+    from grpo_kit.train.config import TrainConfig
+
+    if config is None:
+        data, source = demo_config(), "built-in demo"
+    else:
+        p = Path(config)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        source = str(p)
+    return build_config(_overrides(data, sets), TrainConfig, source), config is None
+
+
+def quiet_hf() -> None:
+    """No per-call progress bars from datasets/transformers: our own bar is the one to watch."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from grpo_kit.train.trainer import Trainer
+
+    quiet_hf()
+    cfg, is_demo = resolve_train_config(args.config, args.set)
+    if args.resume and not args.output_dir:
+        raise ConfigError("--resume needs --output-dir: the run folder to continue")
+    run_dir = Path(args.output_dir or cfg.run.output_dir or
+                   f"runs/{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if is_demo:
+        cfg = _prepare_demo(cfg, run_dir)
+    print(f"grpo-kit train: run folder {run_dir}", file=sys.stderr)
+    trainer = Trainer(cfg, run_dir, resume=args.resume)
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        return 130
+    if is_demo or (run_dir / "metrics.jsonl").exists():
+        png = plot_run(run_dir)
+        print(f"grpo-kit train: done; metrics {run_dir / 'metrics.jsonl'}, curves {png}", file=sys.stderr)
+    return 0
+
+
+def _prepare_demo(cfg, run_dir: Path):
+    from grpo_kit.demo import build_tiny_model
+
+    model_dir = run_dir / "base-model"
+    if not (model_dir / "config.json").exists():
+        print("grpo-kit train: building the tiny demo model (a few seconds)", file=sys.stderr)
+        build_tiny_model(model_dir, seed=cfg.train.seed)
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": str(model_dir)})})
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from grpo_kit.train.evaluate import evaluate
+
+    quiet_hf()
+    target = Path(args.target)
+    if target.is_dir():
+        cfg, _ = resolve_train_config(str(target / "config.yaml"), args.set)
+    else:
+        cfg, _ = resolve_train_config(args.target, args.set)
+    summary = evaluate(cfg, run_dir=target if target.is_dir() else None, checkpoint=args.checkpoint,
+                       k=args.k, split=args.split, limit=args.limit, output=args.output)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    print(plot_run(Path(args.run_dir), Path(args.output) if args.output else None))
+    return 0
+
+
+def plot_run(run_dir: Path, out: Path | None = None) -> Path:
+    """Reward (per step and a moving average) and completion length curves of a run, to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from grpo_kit.train.logger import read_metrics
+
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        raise ConfigError(f"{run_dir}: no metrics.jsonl (not a run folder?)")
+    rows = read_metrics(path)
+    if not rows:
+        raise ConfigError(f"{path}: no steps logged yet")
+    steps = [r["step"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    rew = [r.get("reward/mean") for r in rows]
+    a.plot(steps, rew, lw=0.6, alpha=0.5, label="reward/mean")
+    w = max(1, len(rows) // 30)
+    if w > 1:
+        avg = [sum(x for x in rew[max(0, i - w + 1):i + 1] if x is not None) / min(w, i + 1)
+               for i in range(len(rew))]
+        a.plot(steps, avg, lw=1.8, label=f"moving average ({w} steps)")
+    a.set(xlabel="step", ylabel="reward", title="reward")
+    a.legend()
+    b.plot(steps, [r.get("completion/length_mean") for r in rows], label="mean")
+    b.plot(steps, [r.get("completion/length_max") for r in rows], label="max", alpha=0.6)
+    b.set(xlabel="step", ylabel="tokens", title="completion length")
+    b.legend()
+    fig.suptitle(run_dir.name)
+    fig.tight_layout()
+    out = out or run_dir / "curves.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

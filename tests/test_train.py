@@ -1,0 +1,178 @@
+"""The GRPO trainer on the tiny demo model: config errors, a smoke run of every verb, variants,
+invariance of micro-batching, and a SIGKILLed run that resumes to the same metrics."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from grpo_kit.cli import main
+from grpo_kit.config import ConfigError
+from grpo_kit.train.logger import read_metrics
+from grpo_kit.train_cli import demo_config, resolve_train_config
+from tests.conftest import ROOT
+
+TIME_KEYS = ("time/", "tokens_per_s")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from grpo_kit.demo import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("model"), seed=0, warm_start_steps=30)
+
+
+def small_config(tmp_path, model, *extra) -> Path:
+    data = demo_config()
+    data["model"]["path"] = str(model)
+    data["train"].update(steps=4, prompts_per_step=8, save_every=2, samples_every=2, torch_threads=1)
+    data["sampling"]["n"] = 4
+    data["run"]["progress"] = False
+    p = tmp_path / "cfg.yaml"
+    import yaml
+
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["sampling.n=1"], "needs at least 2 completions per prompt"),
+    (["train.minibatch_size=5"], "does not divide the batch of prompts_per_step x sampling.n = 16 x 16 = 256"),
+    (["train.minibatch_size=64", "train.micro_batch_size=48"], "does not divide train.minibatch_size = 64"),
+    (["algorithm.clip_hi=0.3"], "algorithm.clip_hi: unknown key; did you mean 'clip_high'?"),
+    (["algorithm.type=ppo"], "algorithm"),  # not a known algorithm type (PPO comes later)
+    (["optim.lr=-1"], "optim.lr: Input should be greater than 0"),
+    (["task.name=nope"], "unknown task 'nope'; known tasks:"),
+])
+def test_config_errors_name_key_and_fix(sets, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        resolve_train_config(None, sets)
+
+
+def test_seed_override_changes_every_seed():
+    cfg, _ = resolve_train_config(None, ["seed=7"])
+    assert cfg.train.seed == 7
+
+
+def test_smoke_train_eval_plot(tmp_path, tiny_model, capsys):
+    cfg = small_config(tmp_path, tiny_model)
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--output-dir", str(run),
+                 "--set", "algorithm.epochs=2", "--set", "train.minibatch_size=8",
+                 "--set", "train.micro_batch_size=4"]) == 0
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for key in ("reward/mean", "reward/std", "time/step", "time/sample", "time/score", "time/update",
+                "rewards/exact_match/mean", "zero_variance_groups", "loss/policy", "kl", "entropy",
+                "policy/clip_frac_low", "completion/length_mean", "completion/truncated_frac",
+                "advantage/std", "tokens_per_s", "lr"):
+        assert all(key in r for r in rows if "skipped" not in r), key
+    # mu = 2 epochs of 2 minibatches: the ratio leaves 1 after the first optimizer step
+    assert rows[-1]["policy/ratio_max"] > 1.0 or rows[-1]["policy/ratio_min"] < 1.0
+    assert (run / "config.yaml").exists() and (run / "curves.png").stat().st_size > 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002", "step-000004"]
+    assert list((run / "samples").glob("step-*.jsonl"))
+    capsys.readouterr()
+    assert main(["eval", str(run), "--k", "2", "--limit", "6", "-o", str(tmp_path / "ev.jsonl")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["prompts"] == 6 and summary["k"] == 2
+    assert set(summary["rewards"]["exact_match"]) >= {"pass@1", "pass@2", "mean@2"}
+    assert len((tmp_path / "ev.jsonl").read_text().splitlines()) == 12
+    assert main(["plot", str(run), "-o", str(tmp_path / "c.png")]) == 0
+
+
+@pytest.mark.parametrize("variant", [
+    ["algorithm.advantage=dr_grpo", "algorithm.loss_agg=constant_norm"],                  # Dr. GRPO
+    ["algorithm.advantage=rloo", "algorithm.kl.placement=reward", "algorithm.kl.estimator=k1"],
+    ["algorithm.ratio_level=sequence", "algorithm.loss_agg=seq_mean_token_mean"],         # GSPO
+    ["algorithm.clip_high=0.28", "algorithm.dual_clip=3", "algorithm.mask_truncated=true",
+     "algorithm.tis_cap=2", "algorithm.entropy_coef=0.01"],                               # DAPO-ish
+    ["algorithm.dynamic_sampling=true", "algorithm.kl.beta=0", "algorithm.kl.target=0.1"],
+    ["algorithm.advantage=reinforce_pp_baseline", "optim.schedule=cosine", "optim.warmup_steps=2"],
+])
+def test_variants_run_and_stay_finite(tmp_path, tiny_model, variant):
+    from grpo_kit.train.trainer import Trainer
+
+    cfg, _ = resolve_train_config(str(small_config(tmp_path, tiny_model)), variant + ["train.steps=2"])
+    trainer = Trainer(cfg, tmp_path / "run")
+    try:
+        for _ in range(2):
+            row = trainer.train_step()
+    finally:
+        trainer.close()
+    assert all(v is None or not isinstance(v, float) or v == v for v in row.values())  # no NaN
+    assert row.get("skipped") or torch.isfinite(torch.tensor(row["loss/total"]))
+
+
+def test_micro_batching_gives_the_same_update(tmp_path, tiny_model):
+    """One step with micro-batches of 2 equals one with the whole batch at once (the normaliser
+    is the minibatch's): the same weights after the step, to float tolerance."""
+    from grpo_kit.train.trainer import Trainer
+
+    weights = []
+    for micro in (32, 4):
+        cfg, _ = resolve_train_config(str(small_config(tmp_path, tiny_model)),
+                                      [f"train.micro_batch_size={micro}", "train.steps=1"])
+        tr = Trainer(cfg, tmp_path / f"run{micro}")
+        try:
+            tr.train_step()
+        finally:
+            tr.close()
+        weights.append({k: v.clone() for k, v in tr.model.state_dict().items()})
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-4, atol=1e-6)
+
+
+def test_all_zero_variance_batch_is_skipped(tmp_path, tiny_model, fx):
+    from grpo_kit.train.trainer import Trainer
+
+    cfg, _ = resolve_train_config(str(small_config(tmp_path, tiny_model)), ["train.steps=1"])
+    cfg = cfg.model_copy(update={"rewards": [cfg.rewards[0].model_copy(update={"name": fx("with_setting")})]
+                                 if cfg.rewards else None})
+    from grpo_kit.config import RewardConfig
+
+    cfg = cfg.model_copy(update={"rewards": [RewardConfig(name=fx("with_setting"))]})
+    tr = Trainer(cfg, tmp_path / "run")
+    try:
+        row = tr.train_step()
+    finally:
+        tr.close()
+    assert "zero reward variance" in row["skipped"] and "loss/total" not in row
+
+
+def _run(cmd, env):
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_logs_the_same_metrics(tmp_path, tiny_model):
+    cfg = small_config(tmp_path, tiny_model)
+    base = [sys.executable, "-m", "grpo_kit.cli", "train", str(cfg), "--set", "train.steps=10",
+            "--set", "train.save_every=3"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(base + ["--output-dir", str(full)], env=env, cwd=ROOT, check=True, timeout=300,
+                   capture_output=True)
+    proc = _run(base + ["--output-dir", str(killed)], env)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (not metrics.exists() or metrics.read_text().count("\n") < 5):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    logged = metrics.read_text().count("\n")
+    assert 5 <= logged < 10, "the kill must land between a checkpoint and the end"
+    subprocess.run(base + ["--output-dir", str(killed), "--resume"], env=env, cwd=ROOT, check=True,
+                   timeout=300, capture_output=True)
+    a, b = read_metrics(full / "metrics.jsonl"), read_metrics(metrics)
+    assert [r["step"] for r in b] == list(range(1, 11))
+    strip = lambda r: {k: v for k, v in r.items() if not k.startswith(TIME_KEYS)}  # noqa: E731
+    for ra, rb in zip(a, b):
+        assert strip(ra) == strip(rb), f"step {ra['step']} differs after resume"
