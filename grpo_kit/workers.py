@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -85,7 +86,7 @@ def _die_with_parent() -> None:
 
 def _worker_main(conn: Connection) -> None:
     _die_with_parent()
-    from grpo_kit.scoring import bind_reward  # imported here: the child imports the rewards itself
+    import grpo_kit.scoring  # noqa: F401  (the child imports the rewards itself, before "ready")
 
     cache: dict[RewardRef, Any] = {}
     conn.send("ready")  # the pool starts a task's clock only once its worker is up
@@ -96,21 +97,27 @@ def _worker_main(conn: Connection) -> None:
             return
         if msg is None:
             return
-        task_id, ref, completions, columns = msg
-        try:
-            fn = cache.get(ref)
-            if fn is None:
-                fn = cache[ref] = bind_reward(ref[0], dict(ref[1]))
-            values = call_reward(fn, completions, columns)
-            reply = (task_id, "ok", values)
-        except Exception as e:  # a reward's failure is data, reported to the caller
-            tb = traceback.extract_tb(e.__traceback__)
-            where = f" (at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno})" if tb else ""
-            reply = (task_id, "error", f"{type(e).__name__}: {e}{where}"[:2000])
-        try:
-            conn.send(reply)
-        except Exception as e:  # unpicklable result
-            conn.send((task_id, "error", f"result could not be sent back: {e}"[:2000]))
+        for task_id, ref, completions, columns in msg:  # a chunk: one reply per task, as each ends
+            conn.send(_run_task(cache, task_id, ref, completions, columns))
+
+
+def _run_task(cache: dict, task_id: int, ref: RewardRef, completions: list, columns: dict) -> tuple:
+    from grpo_kit.scoring import bind_reward
+
+    try:
+        fn = cache.get(ref)
+        if fn is None:
+            fn = cache[ref] = bind_reward(ref[0], dict(ref[1]))
+        reply = (task_id, "ok", call_reward(fn, completions, columns))
+    except Exception as e:  # a reward's failure is data, reported to the caller
+        tb = traceback.extract_tb(e.__traceback__)
+        where = f" (at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno})" if tb else ""
+        reply = (task_id, "error", f"{type(e).__name__}: {e}{where}"[:2000])
+    try:
+        pickle.dumps(reply)
+    except Exception as e:  # an unpicklable result
+        reply = (task_id, "error", f"result could not be sent back: {e}"[:2000])
+    return reply
 
 
 class _Worker:
@@ -127,7 +134,7 @@ class _Worker:
                                      pass_fds=[child_sock.fileno()], env=env, stdin=subprocess.DEVNULL)
         child_sock.close()
         self.conn = Connection(parent_sock.detach())
-        self.task: int | None = None
+        self.queue: deque[int] = deque()  # tasks sent, not yet answered; the head is running
         self.deadline = math.inf
         self.started = 0.0
         self.ready = False
@@ -169,7 +176,7 @@ class WorkerPool:
     def close(self) -> None:
         for w in self._workers:
             try:
-                if w.task is None:
+                if not w.queue:
                     w.conn.send(None)
             except OSError:
                 pass
@@ -221,60 +228,88 @@ class WorkerPool:
     def run(self, tasks: list[tuple[RewardRef, list, dict, float]], on_done=None) -> list[Outcome]:
         """Run ``(reward_ref, completions, columns, timeout_s)`` tasks; return outcomes in order.
 
-        The clock of a task starts when a worker receives it. ``on_done(k)`` is called with the
-        number of tasks finished so far (for progress bars)."""
+        Tasks go out in chunks (fewer round trips); a worker answers each task as it ends, and the
+        clock of a task starts when the answer to the one before it arrives (or when the chunk is
+        sent). A task past its limit is recorded as a timeout, its worker killed and replaced, and
+        the rest of its chunk handed out again. ``on_done(k)``: k tasks finished so far."""
         results: list[Outcome | None] = [None] * len(tasks)
         pending = deque(range(len(tasks)))
+        per_chunk = max(1, min(64, len(tasks) // (4 * len(self._workers))))
         done = 0
+
+        def finish(i: int, out: Outcome, started: float) -> None:
+            nonlocal done
+            out.seconds = time.monotonic() - started
+            results[i] = out
+            done += 1
+            if on_done:
+                on_done(done)
+
         while done < len(tasks):
             self._await_ready()
-            for w in self._workers:  # hand out work
-                if w.ready and w.task is None and pending:
-                    i = pending.popleft()
-                    ref, comps, cols, timeout = tasks[i]
-                    try:
-                        w.conn.send((i, ref, comps, cols))
-                    except Exception as e:  # unpicklable input: the task fails, not the run
-                        results[i] = Outcome("error", reason=f"could not send to worker: {e}")
-                        done += 1
-                        continue
-                    w.task, w.started = i, time.monotonic()
-                    w.deadline = w.started + timeout
-            busy = [w for w in self._workers if w.task is not None]
+            for w in self._workers:
+                if w.ready and not w.queue and pending:
+                    for i in self._send_chunk(w, tasks, pending, per_chunk):
+                        finish(i, Outcome("error", reason="could not send to a worker (unpicklable input)"),
+                               time.monotonic())
+            busy = [w for w in self._workers if w.queue]
             if not busy:
                 continue
             starting = [w for w in self._workers if not w.ready]
             wait_s = max(0.0, min(w.deadline for w in busy) - time.monotonic())
             ready = wait([w.conn for w in busy] + [w.conn for w in starting], timeout=wait_s)
-            now = time.monotonic()
             for idx, w in enumerate(list(self._workers)):
-                if w.task is None:
+                if not w.queue:
                     continue
-                i, started = w.task, w.started
                 if w.conn in ready:
-                    try:
-                        task_id, status, payload = w.conn.recv()
-                    except (EOFError, OSError):
-                        results[i] = Outcome("error", reason=self._death(w))
-                        self._replace(idx)
-                    else:
-                        assert task_id == i
-                        results[i] = (Outcome("ok", values=payload) if status == "ok"
-                                      else Outcome("error", reason=payload))
-                        w.task, w.deadline = None, math.inf
+                    self._drain(idx, w, tasks, pending, finish)
                 elif not w.alive():
-                    results[i] = Outcome("error", reason=self._death(w))
-                    self._replace(idx)
-                elif now >= w.deadline:
-                    results[i] = Outcome("timeout", reason=f"timed out after {tasks[i][3]:g} s; worker killed")
-                    self._replace(idx)
-                else:
-                    continue
-                results[i].seconds = now - started
-                done += 1
-                if on_done:
-                    on_done(done)
+                    finish(w.queue.popleft(), Outcome("error", reason=self._death(w)), w.started)
+                    self._requeue_and_replace(idx, pending)
+                elif time.monotonic() >= w.deadline:
+                    i = w.queue.popleft()
+                    finish(i, Outcome("timeout", reason=f"timed out after {tasks[i][3]:g} s; worker killed"),
+                           w.started)
+                    self._requeue_and_replace(idx, pending)
         return results  # type: ignore[return-value]
+
+    def _send_chunk(self, w: _Worker, tasks, pending: deque, per_chunk: int) -> list[int]:
+        """Send up to ``per_chunk`` pending tasks to ``w``; return those that cannot be pickled."""
+        chunk, bad = [], []
+        while pending and len(chunk) < per_chunk:
+            i = pending.popleft()
+            try:
+                pickle.dumps(tasks[i][:3])
+                chunk.append(i)
+            except Exception:
+                bad.append(i)
+        if chunk:
+            w.conn.send([(i, *tasks[i][:3]) for i in chunk])
+            w.queue = deque(chunk)
+            w.started = time.monotonic()
+            w.deadline = w.started + tasks[chunk[0]][3]
+        return bad
+
+    def _drain(self, idx: int, w: _Worker, tasks, pending: deque, finish) -> None:
+        """Read every answer ``w`` has sent; start the clock of its next task."""
+        while w.queue and w.conn.poll():
+            try:
+                task_id, status, payload = w.conn.recv()
+            except (EOFError, OSError):
+                finish(w.queue.popleft(), Outcome("error", reason=self._death(w)), w.started)
+                self._requeue_and_replace(idx, pending)
+                return
+            i = w.queue.popleft()
+            assert task_id == i, (task_id, i)
+            finish(i, Outcome("ok", values=payload) if status == "ok" else Outcome("error", reason=payload),
+                   w.started)
+            w.started = time.monotonic()
+            w.deadline = w.started + tasks[w.queue[0]][3] if w.queue else math.inf
+
+    def _requeue_and_replace(self, idx: int, pending: deque) -> None:
+        pending.extendleft(reversed(self._workers[idx].queue))  # not started: hand them out again
+        self._workers[idx].queue.clear()
+        self._replace(idx)
 
 
 if __name__ == "__main__":  # a worker: python -m grpo_kit.workers FD

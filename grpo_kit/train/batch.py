@@ -68,10 +68,12 @@ def forward_logprobs(model, batch: Batch, *, temperature: float, autocast: bool,
     pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)  # [N, P+T]
     dev = batch.input_ids.device
     ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if autocast else nullcontext()
+    P = batch.prompt_len
+    keep = torch.arange(P - 1, P + T - 1, device=dev)  # column P-1+t predicts completion token t
     with ctx:
         out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos,
-                    logits_to_keep=T + 1, use_cache=False)
-    logits = out.logits[:, :T]  # [N, T, V]: column P-1+t predicts completion token t
+                    logits_to_keep=keep, use_cache=False)
+    logits = out.logits  # [N, T, V], contiguous: only the columns that predict completion tokens
     logp = token_logprobs(logits, batch.completion_ids, temperature=temperature)  # [N, T]
     ent = None
     if with_entropy:
