@@ -86,6 +86,7 @@ def _die_with_parent() -> None:
 
 def _worker_main(conn: Connection) -> None:
     _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     import grpo_kit.scoring  # noqa: F401  (the child imports the rewards itself, before "ready")
 
     cache: dict[RewardRef, Any] = {}

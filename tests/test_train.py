@@ -176,3 +176,57 @@ def test_sigkill_and_resume_logs_the_same_metrics(tmp_path, tiny_model):
     strip = lambda r: {k: v for k, v in r.items() if not k.startswith(TIME_KEYS)}  # noqa: E731
     for ra, rb in zip(a, b):
         assert strip(ra) == strip(rb), f"step {ra['step']} differs after resume"
+
+
+def test_failing_reward_is_named_and_counted(tmp_path, tiny_model, fx, capsys):
+    from grpo_kit.config import RewardConfig
+    from grpo_kit.train.trainer import Trainer
+
+    cfg, _ = resolve_train_config(str(small_config(tmp_path, tiny_model)), ["train.steps=1"])
+    cfg = cfg.model_copy(update={"rewards": [RewardConfig(name="exact_match"),
+                                             RewardConfig(name=fx("wrong_length"), label="broken")]})
+    tr = Trainer(cfg, tmp_path / "run")
+    try:
+        row = tr.train_step()
+    finally:
+        tr.close()
+    err = capsys.readouterr().err
+    assert "reward 'broken' failed on 32/32 completions" in err and "returned 2 values for 1" in err
+    assert row["rewards/broken/errors"] == 32 and row["rewards/exact_match/errors"] == 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint(tmp_path, tiny_model):
+    cfg = small_config(tmp_path, tiny_model)
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = _run([sys.executable, "-m", "grpo_kit.cli", "train", str(cfg), "--output-dir", str(run),
+                 "--set", "train.steps=100000", "--set", "train.save_every=0"], env)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (not metrics.exists() or metrics.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert "checkpoint saved" in err.decode()
+    ckpts = list((run / "checkpoints").iterdir())
+    assert len(ckpts) == 1 and (ckpts[0] / "trainer_state.pt").exists()
+
+
+def test_tensorboard_receives_the_metrics(tmp_path, tiny_model):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from grpo_kit.train.trainer import Trainer
+
+    cfg, _ = resolve_train_config(str(small_config(tmp_path, tiny_model)),
+                                  ["train.steps=2", "run.report_to=[tensorboard]"])
+    tr = Trainer(cfg, tmp_path / "run")
+    try:
+        tr.train_step()
+        tr.train_step()
+    finally:
+        tr.close()
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("reward/mean")] == [1, 2]

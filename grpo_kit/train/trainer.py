@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -232,29 +233,41 @@ class Trainer:
         return row
 
     def train(self) -> Path:
+        """Run to ``train.steps``. Ctrl-C (SIGINT) finishes the current step, saves a checkpoint and
+        raises KeyboardInterrupt; a second Ctrl-C stops at once."""
         from tqdm import tqdm
 
         c = self.cfg.train
         bar = tqdm(total=c.steps, initial=self.step, desc="train", unit="step", file=sys.stderr,
                    disable=not self.cfg.run.progress, dynamic_ncols=True)
+        stop = []
+
+        def on_sigint(signum, frame):
+            if stop:
+                raise KeyboardInterrupt
+            stop.append(True)
+            print("\ngrpo-kit train: interrupt: finishing this step, then saving a checkpoint "
+                  "(Ctrl-C again to stop at once)", file=sys.stderr)
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
         try:
-            while self.step < c.steps:
+            while self.step < c.steps and not stop:
                 row = self.train_step()
                 bar.update(1)
                 bar.set_postfix(reward=f"{row['reward/mean']:.3f}", refresh=False)
                 if c.save_every and self.step % c.save_every == 0:
                     self.save()
-        except KeyboardInterrupt:
-            bar.close()
-            path = self.save()
-            print(f"\ngrpo-kit train: interrupted; checkpoint saved at {path}; continue with --resume",
-                  file=sys.stderr)
-            raise
+            if stop:
+                bar.close()
+                path = self.save()
+                print(f"grpo-kit train: checkpoint saved at {path}; continue with --resume", file=sys.stderr)
+                raise KeyboardInterrupt
+            if not c.save_every or self.step % c.save_every:
+                self.save()
         finally:
+            signal.signal(signal.SIGINT, previous)
             bar.close()
             self.close()
-        if not c.save_every or self.step % c.save_every:
-            self.save()
         return self.run_dir
 
     def close(self) -> None:
