@@ -237,11 +237,22 @@ class AdvantageEstimator(Protocol):
 
 
 def _group_estimator(baseline: str, std_scale: str, doc: str) -> AdvantageEstimator:
-    def estimate(rewards, completion_mask, *, values=None, token_rewards=None, gamma=1.0, lam=1.0, eps=1e-6):
+    def estimate(
+        rewards: Tensor,
+        completion_mask: Tensor,
+        *,
+        values: Tensor | None = None,  # no critic: ignored
+        token_rewards: Tensor | None = None,
+        gamma: float = 1.0,  # gamma = lam = 1: ignored
+        lam: float = 1.0,
+        eps: float = 1e-6,
+    ) -> tuple[Tensor, None]:
+        if rewards.dim() != 2:
+            raise ValueError(f"rewards must be [B, G], got shape {tuple(rewards.shape)}")
         B, G = rewards.shape
         on = completion_mask.bool()  # [B*G, T]
-        if on.shape[0] != B * G:
-            raise ValueError(f"completion_mask has {on.shape[0]} rows, expected B*G = {B}*{G}")
+        if on.dim() != 2 or on.shape[0] != B * G:
+            raise ValueError(f"completion_mask must be [B*G, T] = [{B}*{G}, T], got {tuple(on.shape)}")
         r = _float(rewards)
         if token_rewards is not None:
             r = r + torch.where(on, _float(token_rewards), 0.0).sum(-1).view(B, G)  # [B, G]
@@ -253,7 +264,16 @@ def _group_estimator(baseline: str, std_scale: str, doc: str) -> AdvantageEstima
     return estimate  # type: ignore[return-value]
 
 
-def _gae_estimator(rewards, completion_mask, *, values=None, token_rewards=None, gamma=1.0, lam=1.0, eps=1e-6):
+def _gae_estimator(
+    rewards: Tensor,
+    completion_mask: Tensor,
+    *,
+    values: Tensor | None = None,
+    token_rewards: Tensor | None = None,
+    gamma: float = 1.0,
+    lam: float = 1.0,
+    eps: float = 1e-6,  # no normalisation: ignored
+) -> tuple[Tensor, Tensor]:
     """PPO: GAE over token rewards (scalar reward on the last token, plus ``token_rewards``)."""
     if values is None:
         raise ValueError("the 'gae' advantage estimator needs critic values (values=[B*G, T])")

@@ -164,24 +164,26 @@ def policy_loss(
     if is_weights is not None:
         loss = loss * is_weights
     total = aggregate(loss, m, agg, max_len=max_len, num_tokens=num_tokens, num_seqs=num_seqs)
+    return total, _policy_metrics(ratio.detach(), adv, m, clip_low, clip_high, dual_clip)
 
-    with torch.no_grad():
-        on = m.bool()
-        r = ratio.detach()
-        lr = log_ratio.detach().clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
-        has_tokens = on.any()
-        metrics = {
-            "clip_frac_low": _masked_mean(((adv < 0) & (r < 1.0 - clip_low)).to(m.dtype), m),
-            "clip_frac_high": _masked_mean(((adv > 0) & (r > 1.0 + clip_high)).to(m.dtype), m),
-            "dual_clip_frac": _masked_mean(
-                ((adv < 0) & (r > (dual_clip or torch.inf))).to(m.dtype), m
-            ),
-            "approx_kl": _masked_mean(r - 1.0 - lr, m),
-            "ratio_mean": _masked_mean(r, m),
-            "ratio_min": torch.where(has_tokens, torch.where(on, r, torch.inf).amin(), 1.0),
-            "ratio_max": torch.where(has_tokens, torch.where(on, r, -torch.inf).amax(), 1.0),
-        }
-    return total, metrics
+
+@torch.no_grad()
+def _policy_metrics(
+    ratio: Tensor, adv: Tensor, m: Tensor, clip_low: float, clip_high: float, dual_clip: float | None
+) -> dict[str, Tensor]:
+    """The metrics of :func:`policy_loss`, over the unmasked tokens (0, or 1 for ratios, if none)."""
+    on, has_tokens = m.bool(), m.bool().any()
+    log_ratio = ratio.log()  # [B, T], already clamped by the caller's exp
+    dual = torch.inf if dual_clip is None else dual_clip
+    return {
+        "clip_frac_low": _masked_mean(((adv < 0) & (ratio < 1.0 - clip_low)).to(m.dtype), m),
+        "clip_frac_high": _masked_mean(((adv > 0) & (ratio > 1.0 + clip_high)).to(m.dtype), m),
+        "dual_clip_frac": _masked_mean(((adv < 0) & (ratio > dual)).to(m.dtype), m),
+        "approx_kl": _masked_mean(ratio - 1.0 - log_ratio, m),  # k3 estimate of KL(old || new)
+        "ratio_mean": _masked_mean(ratio, m),
+        "ratio_min": torch.where(has_tokens, torch.where(on, ratio, torch.inf).amin(), 1.0),
+        "ratio_max": torch.where(has_tokens, torch.where(on, ratio, -torch.inf).amax(), 1.0),
+    }
 
 
 def truncated_is_weights(trainer_logp: Tensor, sampler_logp: Tensor, cap: float = 2.0) -> Tensor:
@@ -303,8 +305,8 @@ def value_loss(
     aggregated by :func:`aggregate`. Shapes ``[B, T]``. Metrics: ``value_clip_frac`` (tokens where
     the clipped term is the larger) and ``value_mse``.
 
-    >>> v = torch.tensor([[1.0]]); loss, _ = value_loss(v, torch.tensor([[0.0]]), torch.tensor([[2.0]]), torch.ones(1, 1))
-    >>> loss  # clipped V = 0.2: 0.5 * max(1, 3.24)
+    >>> V, V_old, R = torch.tensor([[1.0]]), torch.tensor([[0.0]]), torch.tensor([[2.0]])
+    >>> value_loss(V, V_old, R, torch.ones(1, 1))[0]  # clipped V = 0.2: 0.5 * max(1, 3.24)
     tensor(1.6200)
     """
     _check_same_shape(values=values, old_values=old_values, returns=returns, completion_mask=completion_mask)
