@@ -9,12 +9,12 @@ from grpo_kit.rollout.base import Sampler, SamplingConfig, Sampled
 __all__ = ["Sampler", "SamplingConfig", "Sampled", "make_sampler"]
 
 
-def make_sampler(name: str, model, tokenizer, cfg: SamplingConfig, **kwargs) -> Sampler:
-    """The sampler called ``name`` for ``model``."""
+def make_sampler(name: str, model, tokenizer, cfg: SamplingConfig, *, logprobs: bool = True) -> Sampler:
+    """The sampler called ``name`` for ``model``; ``logprobs``: return the sampled tokens' log-probs."""
     from grpo_kit.config import ConfigError
 
     if name == "hf":
         from grpo_kit.rollout.hf import HFSampler
 
-        return HFSampler(model, tokenizer, cfg)
+        return HFSampler(model, tokenizer, cfg, logprobs=logprobs)
     raise ConfigError(f"unknown sampler {name!r}; known samplers: hf")

@@ -42,8 +42,9 @@ class _RecordLogprobs(LogitsProcessor):
 class HFSampler:
     """Samples with ``model.generate``; see :class:`~grpo_kit.rollout.base.Sampler`."""
 
-    def __init__(self, model, tokenizer, cfg: SamplingConfig):
+    def __init__(self, model, tokenizer, cfg: SamplingConfig, *, logprobs: bool = True):
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
+        self.logprobs = logprobs  # record the sampled tokens' log-probs (for truncated IS)
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token: set tokenizer.pad_token (e.g. to eos)")
         self.eos_ids = _eos_ids(model, tokenizer)
@@ -66,7 +67,7 @@ class HFSampler:
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=dev)  # [B, P]
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=dev)
-        recorder = _RecordLogprobs()
+        recorder = _RecordLogprobs() if self.logprobs else None
         procs = [TemperatureLogitsWarper(c.temperature)] if c.temperature != 1.0 else []
         if c.top_k:
             procs.append(TopKLogitsWarper(c.top_k))
@@ -79,26 +80,24 @@ class HFSampler:
             torch.manual_seed(seed)
             out = self.model.generate(input_ids=ids, attention_mask=mask,
                                       generation_config=self._generation_config(),
-                                      logits_processor=LogitsProcessorList([*procs, recorder]),
+                                      logits_processor=LogitsProcessorList([*procs, *([recorder] if recorder else [])]),
                                       tokenizer=self.tokenizer if c.stop else None)
         self.model.train(was_training)
         new = out.sequences[:, width:]  # [B*G, T]
-        logp = recorder.finish(new[:, -1]) if new.shape[1] else None  # [B*G, T]
+        logp = recorder.finish(new[:, -1]) if recorder is not None and new.shape[1] else None  # [B*G, T]
         return self._split(new.tolist(), logp.tolist() if logp is not None else None, len(prompt_ids))
 
     def _split(self, seqs: list[list[int]], logps, n_prompts: int) -> list[Sampled]:
         G = self.cfg.n
-        texts, ids, reasons, lps = [], [], [], []
+        ids, reasons, lps = [], [], []
         for k, seq in enumerate(seqs):
             cut, reason = _cut(seq, self.eos_ids, self.tokenizer.pad_token_id, self.cfg.max_new_tokens)
-            toks = seq[:cut]
-            text = self.tokenizer.decode(toks, skip_special_tokens=True)
-            if reason == "length" and any(s in text for s in self.cfg.stop):
-                reason = "stop"
-            ids.append(toks)
-            texts.append(text)
+            ids.append(seq[:cut])
             reasons.append(reason)
             lps.append(logps[k][:cut] if logps is not None else None)
+        texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        reasons = ["stop" if r == "length" and any(s in t for s in self.cfg.stop) else r
+                   for r, t in zip(reasons, texts)]
         return [Sampled(ids[i * G:(i + 1) * G], texts[i * G:(i + 1) * G], reasons[i * G:(i + 1) * G],
                         lps[i * G:(i + 1) * G] if logps is not None else None) for i in range(n_prompts)]
 

@@ -40,7 +40,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: dict[str, Any],
-                    keep_last: int) -> Path:
+                    keep_last: int, extra: dict[str, Any] | None = None) -> Path:
+    """``extra``: sub-folder name -> a function saving into that folder (PPO's value model)."""
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     if tmp.exists():
@@ -48,10 +49,14 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: d
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    for name, save in (extra or {}).items():
+        (tmp / name).mkdir()
+        save(tmp / name)
     torch.save({**trainer_state, "rng": rng_state(), "step": step}, tmp / "trainer_state.pt")
-    for f in tmp.iterdir():  # data on disk before the rename makes it visible
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    for f in tmp.rglob("*"):  # data on disk before the rename makes it visible
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

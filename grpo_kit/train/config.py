@@ -33,12 +33,9 @@ class KLConfig(Strict):
     horizon: int = Field(10000, ge=1, description="adaptive controller horizon")
 
 
-class GRPOConfig(Strict):
-    """Critic-free GRPO and its variants (Dr. GRPO, RLOO, REINFORCE++-baseline, DAPO, GSPO)."""
+class _PolicyLossConfig(Strict):
+    """The switches of the clipped policy loss, shared by GRPO and PPO."""
 
-    type: Literal["grpo"] = "grpo"
-    advantage: Literal["grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"] = Field(
-        "grpo", description="advantage estimator (grpo_kit.algorithms.ADVANTAGE_ESTIMATORS)")
     loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant_norm"] = (
         Field("token_mean", description="loss aggregation; constant_norm = Dr. GRPO"))
     clip_low: float = Field(0.2, ge=0, description="PPO clip below 1")
@@ -46,7 +43,6 @@ class GRPOConfig(Strict):
     dual_clip: float | None = Field(None, gt=1, description="dual-clip constant c for A < 0")
     ratio_level: Literal["token", "sequence"] = Field("token", description="sequence = GSPO")
     epochs: int = Field(1, ge=1, description="mu: passes over each batch")
-    kl: KLConfig = Field(default_factory=KLConfig)
     entropy_coef: float = Field(0.0, ge=0, description="entropy bonus coefficient")
     mask_truncated: bool = Field(False, description="exclude completions cut at max_new_tokens "
                                  "from the loss (DAPO overlong filtering)")
@@ -57,7 +53,38 @@ class GRPOConfig(Strict):
     max_sampling_rounds: int = Field(3, ge=1, description="bound on dynamic-sampling rounds")
 
 
-AlgorithmConfig = Annotated[Union[GRPOConfig], Field(discriminator="type")]
+class GRPOConfig(_PolicyLossConfig):
+    """Critic-free GRPO and its variants (Dr. GRPO, RLOO, REINFORCE++-baseline, DAPO, GSPO)."""
+
+    type: Literal["grpo"] = "grpo"
+    advantage: Literal["grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"] = Field(
+        "grpo", description="advantage estimator (grpo_kit.algorithms.ADVANTAGE_ESTIMATORS)")
+    kl: KLConfig = Field(default_factory=KLConfig)
+
+
+class ValueConfig(Strict):
+    """PPO's value model: a scalar head on a transformer backbone."""
+
+    model: str | None = Field(None, description="backbone: None = a copy of the policy's (loaded from "
+                              "model.path), or a path / hub id of another (e.g. smaller) model")
+    lr: float = Field(1e-5, gt=0, description="the value model's AdamW learning rate")
+    clip: float | None = Field(0.2, gt=0, description="value clipping range around the old values")
+
+
+class PPOConfig(_PolicyLossConfig):
+    """Classic RLHF PPO: policy, frozen reference, reward, value model; GAE advantages."""
+
+    type: Literal["ppo"] = "ppo"
+    advantage: Literal["gae"] = Field("gae", description="GAE over per-token rewards")
+    gamma: float = Field(1.0, ge=0, le=1, description="discount")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    whiten_advantages: bool = Field(True, description="normalise advantages over the batch's tokens")
+    kl: KLConfig = Field(default_factory=lambda: KLConfig(beta=0.05, placement="reward"),
+                         description="classic PPO puts the KL penalty in the per-token reward")
+    value: ValueConfig = Field(default_factory=ValueConfig)
+
+
+AlgorithmConfig = Annotated[Union[GRPOConfig, PPOConfig], Field(discriminator="type")]
 
 
 class OptimConfig(Strict):
@@ -110,7 +137,7 @@ class TrainConfig(Strict):
     def _check(self) -> "TrainConfig":
         G, B = self.sampling.n, self.train.prompts_per_step
         algo = self.algorithm
-        if G < 2:
+        if G < 2 and algo.type == "grpo":
             raise ValueError(f"sampling.n = {G}: advantage {algo.advantage!r} uses a group baseline "
                              "and needs at least 2 completions per prompt; set sampling.n >= 2")
         total = B * G

@@ -98,7 +98,16 @@ class Trainer:
         N = cfg.train.prompts_per_step * cfg.sampling.n
         total_updates = cfg.train.steps * algo.epochs * (N // cfg.minibatch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, total_updates))
-        self.sampler = make_sampler(cfg.sampler, self.model, self.tokenizer, cfg.sampling)
+        self.critic = self.critic_optimizer = None
+        if algo.type == "ppo":  # the value model: PPO's fourth model
+            from grpo_kit.train.value import ValueModel
+
+            self.critic = ValueModel.load(algo.value.model or cfg.model.path,
+                                          next(self.model.parameters()).dtype, self.device)
+            self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=algo.value.lr,
+                                                      betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        self.sampler = make_sampler(cfg.sampler, self.model, self.tokenizer, cfg.sampling,
+                                    logprobs=algo.tis_cap is not None)
         self.cursor = PromptCursor(len(self.dataset), cfg.train.seed)
         self.step = 0
         if resume:
@@ -124,6 +133,12 @@ class Trainer:
         self.scheduler.load_state_dict(st["scheduler"])
         self.cursor.load(st["cursor"])
         self.kl_ctl.beta = st["kl_beta"]
+        if self.critic is not None:
+            from grpo_kit.train.value import ValueModel
+
+            saved = ValueModel.load(str(last / "value_model"), next(self.critic.parameters()).dtype, self.device)
+            self.critic.load_state_dict(saved.state_dict())
+            self.critic_optimizer.load_state_dict(st["critic_optimizer"])
         ckpt.set_rng_state(st["rng"])
         self.step = st["step"]
         self.sampler.sync_weights(self.model)
@@ -132,8 +147,12 @@ class Trainer:
     def save(self) -> Path:
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "cursor": self.cursor.state(), "kl_beta": self.kl_ctl.beta}
+        extra = None
+        if self.critic is not None:
+            state["critic_optimizer"] = self.critic_optimizer.state_dict()
+            extra = {"value_model": self.critic.save}
         return ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
-                                    self.cfg.train.keep_last)
+                                    self.cfg.train.keep_last, extra=extra)
 
     # ------------------------------------------------------------------ sample + score
     def _seed(self, step: int, round_: int) -> int:
@@ -216,7 +235,8 @@ class Trainer:
             gen = torch.Generator().manual_seed(self._seed(step, 99))
             metrics.update(policy_update(self.model, self.ref_model, self.optimizer, self.scheduler, batch,
                                          self.cfg, autocast=self.autocast, beta=self.kl_ctl.beta,
-                                         generator=gen))
+                                         generator=gen, critic=self.critic,
+                                         critic_optimizer=self.critic_optimizer))
             metrics["time/update"] = time.perf_counter() - t1
             self.sampler.sync_weights(self.model)
             if "kl" in metrics:

@@ -7,9 +7,9 @@ from collections import defaultdict
 
 import torch
 
-from grpo_kit.algorithms.advantages import get_advantage_estimator
+from grpo_kit.algorithms.advantages import get_advantage_estimator, whiten
 from grpo_kit.algorithms.losses import (aggregate, entropy_loss, kl_in_reward, kl_penalty, policy_loss,
-                                        truncated_is_weights)
+                                        truncated_is_weights, value_loss)
 from grpo_kit.train.batch import Batch, forward_logprobs
 from grpo_kit.train.config import TrainConfig
 
@@ -32,34 +32,53 @@ def loss_mask(batch: Batch, cfg: TrainConfig) -> torch.Tensor:
 
 
 def compute_advantages(batch: Batch, cfg: TrainConfig, mask: torch.Tensor, old_logp, ref_logp,
-                       beta: float) -> tuple[torch.Tensor, dict]:
-    """Per-token advantages ``[N, T]`` from the group rewards ``[B, G]`` (and, with the KL placed in
-    the reward, ``-beta * KL`` per token)."""
+                       beta: float, old_values=None) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """Per-token advantages ``[N, T]`` (and PPO's returns) from the group rewards ``[B, G]``; with
+    the KL placed in the reward, ``-beta * KL`` is added per token first."""
     algo = cfg.algorithm
     token_rewards, metrics = None, {}
     if beta > 0 and algo.kl.placement == "reward":
         kl = kl_penalty(old_logp, ref_logp, algo.kl.estimator)  # [N, T]
         token_rewards = kl_in_reward(torch.zeros_like(kl), kl, beta) * mask
     estimator = get_advantage_estimator(algo.advantage)
-    adv, _ = estimator(batch.rewards, mask, token_rewards=token_rewards)  # [N, T]
+    kw = dict(gamma=algo.gamma, lam=algo.lam) if algo.type == "ppo" else {}
+    adv, returns = estimator(batch.rewards, mask, values=old_values, token_rewards=token_rewards, **kw)
+    if getattr(algo, "whiten_advantages", False):
+        adv = whiten(adv, mask) * mask
     on = mask.bool()
+    if returns is not None and old_values is not None:  # how much of the return the critic explains
+        ret = returns[on]
+        metrics["value/explained_var"] = 1 - (ret - old_values[on]).var() / ret.var().clamp(min=1e-8)
     vals = adv[on]
     if vals.numel():
-        metrics = {"advantage/mean": vals.mean(), "advantage/std": vals.std() if vals.numel() > 1 else 0.0,
+        metrics |= {"advantage/mean": vals.mean(), "advantage/std": vals.std() if vals.numel() > 1 else 0.0,
                    "advantage/min": vals.min(), "advantage/max": vals.max()}
-    return adv, metrics
+    return adv, returns, metrics
+
+
+@torch.no_grad()
+def _values_no_grad(critic, batch: Batch, micro: int, autocast: bool) -> torch.Tensor:
+    out = []
+    for s in range(0, batch.size, micro):
+        idx = torch.arange(s, min(s + micro, batch.size), device=batch.input_ids.device)
+        out.append(critic(batch.rows(idx), autocast))
+    return torch.cat(out)  # [N, T]
 
 
 def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: TrainConfig, *,
-                  autocast: bool, beta: float, generator: torch.Generator) -> dict:
-    """mu epochs over shuffled minibatches; returns averaged metrics."""
+                  autocast: bool, beta: float, generator: torch.Generator, critic=None,
+                  critic_optimizer=None) -> dict:
+    """mu epochs over shuffled minibatches (policy and, for PPO, value model stepped together);
+    returns averaged metrics."""
     algo, N = cfg.algorithm, batch.size
     mb, micro = cfg.minibatch, cfg.micro_batch
     mask = loss_mask(batch, cfg)
     need_old = algo.epochs > 1 or mb < N or (beta > 0 and algo.kl.placement == "reward")
     old_logp = _logprobs_no_grad(model, batch, micro, cfg, autocast) if need_old else None
     ref_logp = _logprobs_no_grad(ref_model, batch, micro, cfg, autocast) if beta > 0 else None
-    adv, metrics = compute_advantages(batch, cfg, mask, old_logp, ref_logp, beta)
+    old_values = _values_no_grad(critic, batch, micro, autocast) if critic is not None else None
+    adv, returns, metrics = compute_advantages(batch, cfg, mask, old_logp, ref_logp, beta, old_values)
+    value_data = (critic, old_values, returns) if critic is not None else None
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     model.train()
@@ -72,25 +91,31 @@ def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: Tra
             for u in range(0, len(rows), micro):
                 idx = rows[u:u + micro]
                 m = _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg, autocast, beta,
-                                num_tokens=norm_tok, num_seqs=len(rows))
+                                num_tokens=norm_tok, num_seqs=len(rows), value_data=value_data)
                 for k, v in m.items():  # losses add up over micro-batches; the rest is averaged
                     sums[k] += float(v) if k.startswith("loss/") else float(v) / n_micro
             for k in m:
                 counts[k] += 1  # one per minibatch
-            if cfg.optim.grad_clip is not None:
-                gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                sums["grad_norm"] += float(gn)
-                counts["grad_norm"] += 1
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            _optimizer_step(model, optimizer, scheduler, cfg, sums, counts, "grad_norm")
+            if critic is not None:
+                _optimizer_step(critic, critic_optimizer, None, cfg, sums, counts, "value/grad_norm")
     metrics.update({k: sums[k] / counts[k] for k in sums})
     metrics["lr"] = scheduler.get_last_lr()[0]
     return metrics
 
 
+def _optimizer_step(module, optimizer, scheduler, cfg: TrainConfig, sums, counts, key: str) -> None:
+    if cfg.optim.grad_clip is not None:
+        sums[key] += float(torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip))
+        counts[key] += 1
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConfig, autocast, beta,
-                *, num_tokens, num_seqs) -> dict:
+                *, num_tokens, num_seqs, value_data=None) -> dict:
     algo = cfg.algorithm
     sub = batch.rows(idx)
     logp, ent = forward_logprobs(model, sub, temperature=cfg.sampling.temperature, autocast=autocast,
@@ -118,6 +143,13 @@ def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConf
     if algo.entropy_coef > 0:
         loss = loss + algo.entropy_coef * entropy_loss(ent, m, **agg)
     metrics["entropy"] = (ent.detach() * m).sum() / m.sum().clamp(min=1)
+    if value_data is not None:  # PPO: the value model's clipped loss; its own parameters and optimizer
+        critic, old_values, returns = value_data
+        vloss, vm = value_loss(critic(sub, autocast), old_values[idx], returns[idx], m,
+                               clip=cfg.algorithm.value.clip, **agg)
+        loss = loss + vloss
+        metrics["loss/value"] = vloss.detach()
+        metrics.update({f"value/{k}": v for k, v in vm.items()})
     metrics["loss/total"] = loss.detach()
     loss.backward()
     return metrics
