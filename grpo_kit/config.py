@@ -176,18 +176,23 @@ def load_config_text(text: str, model: type[M], source: str = "<string>") -> M:
     return build_config(data, model, source)
 
 
-def load_config(path: str | Path, model: type[M], overrides: list[str] | None = None) -> M:
-    """Load a YAML file into ``model``, applying ``key.sub=value`` overrides (YAML-typed values)."""
+def read_yaml(path: str | Path) -> Any:
+    """The parsed contents of a YAML config file, or a ConfigError naming the file."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        return yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
+
+
+def load_config(path: str | Path, model: type[M], overrides: list[str] | None = None) -> M:
+    """Load a YAML file into ``model``, applying ``key.sub=value`` overrides (YAML-typed values)."""
+    data = read_yaml(path)
     for ov in overrides or []:
         apply_override(data, ov)
-    return build_config(data, model, str(p))
+    return build_config(data, model, str(path))
 
 
 def apply_override(data: dict, override: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from grpo_kit.config import ConfigError, apply_override, build_config
+from grpo_kit.config import ConfigError, apply_override, build_config, read_yaml
 
 DEMO_STEPS = 1500
 
@@ -79,14 +79,7 @@ def resolve_train_config(config: str | None, sets: list[str]):
     if config is None:
         data, source = demo_config(), "built-in demo"
     else:
-        p = Path(config)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        source = str(p)
+        data, source = read_yaml(config), str(config)
     return build_config(_overrides(data, sets), TrainConfig, source), config is None
 
 

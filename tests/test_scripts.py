@@ -1,0 +1,32 @@
+"""A tiny-model smoke run of each script in scripts/."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_make_tiny_model_script(tmp_path):
+    out = tmp_path / "tiny"
+    subprocess.run([sys.executable, "scripts/make_tiny_model.py", "--out", str(out), "--warm-start-steps", "5"],
+                   cwd=ROOT, check=True, capture_output=True, timeout=300,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert (out / "config.json").exists() and (out / "tokenizer_config.json").exists()
+
+
+def test_train_r1_zero_script(tmp_path):
+    from grpo_kit.demo import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny", warm_start_steps=30)
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "scripts/train_r1_zero.py", "--model", str(model), "--task",
+                           "arithmetic", "--steps", "3", "--prompts", "4", "--group", "4",
+                           "--max-new-tokens", "3", "--lr", "3e-4", "--beta", "0.04", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(0 <= r["reward/mean"] <= 1 for r in rows)
+    assert (out / "model" / "config.json").exists()
