@@ -22,3 +22,27 @@ def test_ci_runs_the_readme_test_command():
     bash = re.findall(r"```bash\n(.*?)```", README, re.S)
     test_cmd = next(b.strip() for b in bash if "pytest" in b)
     assert test_cmd in (ROOT / ".ci" / "run").read_text()
+
+
+def test_yaml_examples_are_valid_configs():
+    import yaml
+
+    from grpo_kit.config import ScoreConfig, build_config
+    from grpo_kit.train.config import TrainConfig, PPOConfig
+    from tasks.config import TaskConfig
+
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", README, re.S)]
+    kinds = set()
+    for i, d in enumerate(blocks):
+        if "model" in d:
+            build_config(d, TrainConfig, f"README yaml block {i}")
+            kinds.add("train")
+        elif set(d) == {"rewards"}:
+            build_config(d, ScoreConfig, f"README yaml block {i}")
+            kinds.add("rewards")
+        elif set(d) == {"algorithm"}:
+            build_config(d["algorithm"], PPOConfig, f"README yaml block {i}")
+            kinds.add("ppo")
+        elif set(d) == {"task"} and "{split}" not in d["task"].get("dataset", ""):
+            build_config(d["task"], TaskConfig, f"README yaml block {i}")
+    assert kinds == {"train", "rewards", "ppo"}
