@@ -15,13 +15,17 @@ from grpo_kit.train.config import TrainConfig
 
 
 @torch.no_grad()
+def _no_grad_in_micro_batches(fn, batch: Batch, micro: int) -> torch.Tensor:
+    """``fn(sub_batch) -> [n, T]`` over the batch ``micro`` sequences at a time: ``[N, T]``."""
+    dev = batch.input_ids.device
+    return torch.cat([fn(batch.rows(torch.arange(s, min(s + micro, batch.size), device=dev)))
+                      for s in range(0, batch.size, micro)])
+
+
 def _logprobs_no_grad(model, batch: Batch, micro: int, cfg: TrainConfig, autocast: bool) -> torch.Tensor:
-    out = []
-    for s in range(0, batch.size, micro):
-        idx = torch.arange(s, min(s + micro, batch.size), device=batch.input_ids.device)
-        out.append(forward_logprobs(model, batch.rows(idx), temperature=cfg.sampling.temperature,
-                                    autocast=autocast)[0])
-    return torch.cat(out)  # [N, T]
+    return _no_grad_in_micro_batches(
+        lambda sub: forward_logprobs(model, sub, temperature=cfg.sampling.temperature, autocast=autocast)[0],
+        batch, micro)
 
 
 def loss_mask(batch: Batch, cfg: TrainConfig) -> torch.Tensor:
@@ -56,15 +60,6 @@ def compute_advantages(batch: Batch, cfg: TrainConfig, mask: torch.Tensor, old_l
     return adv, returns, metrics
 
 
-@torch.no_grad()
-def _values_no_grad(critic, batch: Batch, micro: int, autocast: bool) -> torch.Tensor:
-    out = []
-    for s in range(0, batch.size, micro):
-        idx = torch.arange(s, min(s + micro, batch.size), device=batch.input_ids.device)
-        out.append(critic(batch.rows(idx), autocast))
-    return torch.cat(out)  # [N, T]
-
-
 def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: TrainConfig, *,
                   autocast: bool, beta: float, generator: torch.Generator, critic=None,
                   critic_optimizer=None) -> dict:
@@ -76,7 +71,8 @@ def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: Tra
     need_old = algo.epochs > 1 or mb < N or (beta > 0 and algo.kl.placement == "reward")
     old_logp = _logprobs_no_grad(model, batch, micro, cfg, autocast) if need_old else None
     ref_logp = _logprobs_no_grad(ref_model, batch, micro, cfg, autocast) if beta > 0 else None
-    old_values = _values_no_grad(critic, batch, micro, autocast) if critic is not None else None
+    old_values = (_no_grad_in_micro_batches(lambda sub: critic(sub, autocast), batch, micro)
+                  if critic is not None else None)
     adv, returns, metrics = compute_advantages(batch, cfg, mask, old_logp, ref_logp, beta, old_values)
     value_data = (critic, old_values, returns) if critic is not None else None
     sums: dict[str, float] = defaultdict(float)
