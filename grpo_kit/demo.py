@@ -149,3 +149,48 @@ def _warm_start(model, steps: int) -> float:
         optimizer.step()
     model.eval()
     return round(loss.detach().item(), 4)
+
+
+STAND_IN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+STAND_IN_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
+    "+ '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def build_stand_in(out_dir: str | Path, *, seed: int = 0) -> Path:
+    """A randomly initialised Qwen2 of ~150k parameters that reads any text: the stand-in for a
+    real model when checking that a recipe loads, resolves and trains (``tests/test_recipes.py``).
+
+    Tokenizer: byte-level BPE with no merges (one token per byte, as Qwen's tokenizer before its
+    merges) plus Qwen's ``<|endoftext|>`` (eos and pad), ``<|im_start|>`` and ``<|im_end|>``, and a
+    ChatML template; every loader (``PreTrainedTokenizerFast``, ``AutoTokenizer``, vLLM) gives the
+    same ids. Model: hidden 64, 2 layers, head_dim 32, 4096 positions.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab.update({t: len(vocab) + i for i, t in enumerate(STAND_IN_SPECIALS)})
+    backend = Tokenizer(models.BPE(vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                  additional_special_tokens=STAND_IN_SPECIALS[1:], padding_side="left",
+                                  chat_template=STAND_IN_CHAT_TEMPLATE)
+    tok.save_pretrained(out_dir)
+    config_file = out_dir / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config.update(tokenizer_class="PreTrainedTokenizerFast", padding_side="left")
+    config_file.write_text(json.dumps(config, indent=2) + "\n")
+    config = Qwen2Config(vocab_size=len(vocab), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                         bos_token_id=None, **{**MODEL, "max_position_embeddings": 4096})
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.pad_token_id = model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.bos_token_id = None
+    model.save_pretrained(out_dir)
+    return out_dir

@@ -332,3 +332,22 @@ def test_vllm_sampler_without_vllm_says_what_to_install(tiny_model, monkeypatch)
         make_sampler("vllm", None, None, SamplingConfig())
     with pytest.raises(ConfigError, match="known samplers: hf, vllm"):
         make_sampler("sglang", None, None, SamplingConfig())
+
+
+def test_bf16_autocast_keeps_a_bf16_reference_and_fp32_policy(tmp_path, tiny_model):
+    """The GPU settings (bf16 autocast, gradient checkpointing), run on the CPU: the reference
+    model is held in bf16, the policy's weights stay fp32, and the steps are finite."""
+    from grpo_kit.train.trainer import Trainer
+
+    cfg, _ = resolve_train_config(str(small_config(tmp_path, tiny_model)),
+                                  ["model.autocast=true", "model.gradient_checkpointing=true",
+                                   "algorithm.kl.beta=0.04", "train.steps=2", "sampling.n=8"])
+    trainer = Trainer(cfg, tmp_path / "run")
+    try:
+        rows = [trainer.train_step() for _ in range(2)]
+    finally:
+        trainer.close()
+    assert next(trainer.ref_model.parameters()).dtype == torch.bfloat16
+    assert next(trainer.model.parameters()).dtype == torch.float32
+    updated = [r for r in rows if "loss/total" in r]
+    assert updated and all(torch.isfinite(torch.tensor([r["loss/total"], r["kl"]])).all() for r in updated)

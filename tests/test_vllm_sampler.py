@@ -197,3 +197,32 @@ def test_grpo_with_the_vllm_sampler_learns_like_with_hf(tmp_path):
         first, last = statistics.mean(r[:20]), statistics.mean(r[-20:])
         print(f"{name}: mean reward {first:.3f} over the first 20 steps, {last:.3f} over the last 20")
         assert len(r) == 220 and first < 0.1 and last > 0.18, (name, first, last)
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
+def test_recipe_trains_on_a_stand_in_with_vllm(recipe, tmp_path):
+    """Each GPU recipe, as tests/test_recipes.py shrinks it, with its own sampler (vllm) and engine
+    settings except memory (a CPU share here) and CUDA graphs (off): the stop string goes through
+    vLLM's tokenizer, and a checkpoint is written."""
+    from grpo_kit.demo import build_stand_in
+    from grpo_kit.train.logger import read_metrics
+    from tests.test_recipes import GSM8K_ROWS, MATH_ROWS, stand_in_overrides
+    import json
+
+    data = {}
+    for name, rows in (("gsm8k", GSM8K_ROWS), ("math", MATH_ROWS)):
+        for split in ("train", "test"):
+            (tmp_path / f"{name}_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        data[name] = str(tmp_path / f"{name}_{{split}}.jsonl")
+    model = build_stand_in(tmp_path / "model")
+    sets = stand_in_overrides(recipe, model, data, tmp_path / "run") + [
+        "vllm.enforce_eager=true", f"vllm.gpu_memory_utilization={ENGINE_MEMORY}"]
+    cmd = [sys.executable, "-m", "grpo_kit.cli", "train", str(recipe)]
+    for s in sets:
+        cmd += ["--set", s]
+    proc = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert len(rows) == 2 and all(r["completion/length_max"] <= 12 for r in rows)
+    assert (tmp_path / "run" / "checkpoints" / "step-000002" / "model.safetensors").exists()

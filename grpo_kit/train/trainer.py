@@ -90,6 +90,8 @@ class Trainer:
         self.ref_model = None
         if algo.kl.beta > 0:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+            if self.autocast:  # its forward passes run in bf16 anyway: half the memory of fp32
+                self.ref_model.to(torch.bfloat16)
         self.kl_ctl = (AdaptiveKLController(algo.kl.beta, algo.kl.target, algo.kl.horizon)
                        if algo.kl.target else FixedKLController(algo.kl.beta))
         o = cfg.optim
