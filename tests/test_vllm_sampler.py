@@ -226,3 +226,11 @@ def test_recipe_trains_on_a_stand_in_with_vllm(recipe, tmp_path):
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert len(rows) == 2 and all(r["completion/length_max"] <= 12 for r in rows)
     assert (tmp_path / "run" / "checkpoints" / "step-000002" / "model.safetensors").exists()
+    if recipe.stem == "gsm8k_qwen2.5-0.5b":  # `grpo-kit eval` of the run samples with its engine too
+        ev = subprocess.run([sys.executable, "-m", "grpo_kit.cli", "eval", str(tmp_path / "run"), "--k", "2",
+                             "--limit", "3", "-o", str(tmp_path / "ev.jsonl")],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+        assert ev.returncode == 0, ev.stderr[-3000:]
+        assert "vLLM" in ev.stderr + ev.stdout  # the engine's start-up log: it sampled with vllm
+        assert len((tmp_path / "ev.jsonl").read_text().splitlines()) == 6

@@ -36,7 +36,8 @@ def evaluate(cfg: TrainConfig, *, run_dir: Path | None = None, checkpoint: str |
     ds = task.load(split)
     rows = [ds[i] for i in range(min(len(ds), limit or len(ds)))]
     model, tok, _, _ = load_policy(model_cfg)
-    sampler = make_sampler(cfg.sampler, model, tok, cfg.sampling.model_copy(update={"n": k}))
+    sampler = make_sampler(cfg.sampler, model, tok, cfg.sampling.model_copy(update={"n": k}), logprobs=False,
+                           model_path=model_cfg.path, engine=cfg.vllm)
     rewards = cfg.rewards if cfg.rewards is not None else task.default_rewards
     out_rows: list[dict[str, Any]] = []
     with Scorer(rewards, cfg.scoring) as scorer:
