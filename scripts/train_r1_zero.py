@@ -1,6 +1,7 @@
 """R1-Zero style GRPO in one top-to-bottom file, from the library's pieces.
 
     python scripts/train_r1_zero.py --model Qwen/Qwen2.5-0.5B --task gsm8k --steps 200 --out runs/r1z
+    python scripts/train_r1_zero.py --model Qwen/Qwen2.5-0.5B --sampler vllm --out runs/r1z-vllm   # GPU
 
 The same loop as `grpo-kit train` without its config system, checkpoints or dynamic sampling: per
 step, sample B prompts x G completions, score them (rewards in worker processes under a hard
@@ -24,6 +25,7 @@ from grpo_kit.algorithms.losses import aggregate, kl_penalty, policy_loss
 from grpo_kit.config import ScoringConfig
 from grpo_kit.records import Group
 from grpo_kit.rollout import SamplingConfig, make_sampler
+from grpo_kit.rollout.vllm import VLLMConfig
 from grpo_kit.scoring import Scorer
 from grpo_kit.train.batch import forward_logprobs, make_batch
 from grpo_kit.train.config import ModelConfig
@@ -46,6 +48,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--clip-low", type=float, default=0.2)
     p.add_argument("--clip-high", type=float, default=0.28, help="DAPO clip-higher")
     p.add_argument("--micro-batch", type=int, default=16, help="sequences per forward/backward")
+    p.add_argument("--sampler", choices=["hf", "vllm"], default="hf",
+                   help="hf: transformers generate; vllm: a colocated vLLM engine, weights synced each step")
+    p.add_argument("--vllm-memory", type=float, default=0.3, help="vllm: gpu_memory_utilization")
+    p.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs (faster start)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/r1-zero", help="folder for metrics.jsonl and the final model")
     return p.parse_args(argv)
@@ -67,7 +73,8 @@ def main(argv=None) -> None:
     data = task.load("train")
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed)).tolist()
     sampling = SamplingConfig(n=args.group, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
-    sampler = make_sampler("hf", model, tok, sampling, logprobs=False)
+    engine = VLLMConfig(gpu_memory_utilization=args.vllm_memory, enforce_eager=args.enforce_eager)
+    sampler = make_sampler(args.sampler, model, tok, sampling, logprobs=False, model_path=args.model, engine=engine)
     scorer = Scorer(task.default_rewards, ScoringConfig(workers=2, timeout=5.0))
     log = open(out / "metrics.jsonl", "w")
 

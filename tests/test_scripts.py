@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -16,14 +18,24 @@ def test_make_tiny_model_script(tmp_path):
     assert (out / "config.json").exists() and (out / "tokenizer_config.json").exists()
 
 
-def test_train_r1_zero_script(tmp_path):
+def _has_vllm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+@pytest.mark.parametrize("sampler", ["hf", pytest.param("vllm", marks=[
+    pytest.mark.slow, pytest.mark.skipif(not _has_vllm(), reason="vllm is not installed")])])
+def test_train_r1_zero_script(tmp_path, sampler):
     from grpo_kit.demo import build_tiny_model
 
     model = build_tiny_model(tmp_path / "tiny", warm_start_steps=30)
     out = tmp_path / "run"
+    extra = ["--vllm-memory", "0.05", "--enforce-eager"] if sampler == "vllm" else []
     proc = subprocess.run([sys.executable, "scripts/train_r1_zero.py", "--model", str(model), "--task",
                            "arithmetic", "--steps", "3", "--prompts", "4", "--group", "4",
-                           "--max-new-tokens", "3", "--lr", "3e-4", "--beta", "0.04", "--out", str(out)],
+                           "--max-new-tokens", "3", "--lr", "3e-4", "--beta", "0.04", "--out", str(out),
+                           "--sampler", sampler, *extra],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-2000:]
