@@ -25,18 +25,21 @@ MATH_ROWS = [{"problem": f"What is ${a}/{b}$ in lowest terms?", "solution": f"It
              for a, b in [(1, 2), (2, 3), (3, 4), (5, 7)]]
 
 
-@pytest.fixture(scope="module")
-def stand_in(tmp_path_factory):
-    """``(model path, {task name: local dataset path})``."""
+def make_stand_in(root: Path) -> tuple[Path, dict[str, str]]:
+    """``(model path, {task name: local dataset path})`` written under ``root``."""
     from grpo_kit.demo import build_stand_in
 
-    root = tmp_path_factory.mktemp("stand-in")
     data = {}
     for name, rows in (("gsm8k", GSM8K_ROWS), ("math", MATH_ROWS)):
         for split in ("train", "test"):
             (root / f"{name}_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         data[name] = str(root / f"{name}_{{split}}.jsonl")
     return build_stand_in(root / "model"), data
+
+
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory):
+    return make_stand_in(tmp_path_factory.mktemp("stand-in"))
 
 
 def stand_in_overrides(recipe: Path, model: Path, data: dict[str, str], run_dir: Path) -> list[str]:

@@ -204,17 +204,10 @@ def test_recipe_trains_on_a_stand_in_with_vllm(recipe, tmp_path):
     """Each GPU recipe, as tests/test_recipes.py shrinks it, with its own sampler (vllm) and engine
     settings except memory (a CPU share here) and CUDA graphs (off): the stop string goes through
     vLLM's tokenizer, and a checkpoint is written."""
-    from grpo_kit.demo import build_stand_in
     from grpo_kit.train.logger import read_metrics
-    from tests.test_recipes import GSM8K_ROWS, MATH_ROWS, stand_in_overrides
-    import json
+    from tests.test_recipes import make_stand_in, stand_in_overrides
 
-    data = {}
-    for name, rows in (("gsm8k", GSM8K_ROWS), ("math", MATH_ROWS)):
-        for split in ("train", "test"):
-            (tmp_path / f"{name}_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        data[name] = str(tmp_path / f"{name}_{{split}}.jsonl")
-    model = build_stand_in(tmp_path / "model")
+    model, data = make_stand_in(tmp_path)
     sets = stand_in_overrides(recipe, model, data, tmp_path / "run") + [
         "vllm.enforce_eager=true", f"vllm.gpu_memory_utilization={ENGINE_MEMORY}"]
     cmd = [sys.executable, "-m", "grpo_kit.cli", "train", str(recipe)]
