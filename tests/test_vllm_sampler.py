@@ -40,8 +40,9 @@ def setup(tmp_path_factory):
     from grpo_kit.rollout.vllm import VLLMConfig
 
     engine = VLLMConfig(enforce_eager=True, dtype="float32", gpu_memory_utilization=ENGINE_MEMORY)
-    set_num_threads = torch.set_num_threads
+    set_num_threads, rng = torch.set_num_threads, torch.random.get_rng_state()
     sampler = make_sampler("vllm", model, tok, cfg, model_path=str(path), engine=engine)
+    assert torch.equal(torch.random.get_rng_state(), rng)  # the in-process engine's reseeding is undone
     prompts = [encode_prompt(tok, p) for p in PROMPTS]
     yield model, tok, dev, sampler, prompts
     torch.set_num_threads = set_num_threads

@@ -86,8 +86,8 @@ class VLLMSampler:
         self.tokenizer, self.cfg, self.logprobs, self.engine = tokenizer, cfg, logprobs, engine
         self.eos_ids = _eos_ids(model, tokenizer)
         self.in_process = engine.tensor_parallel_size == 1
-        if self.in_process:  # must be set before the engine is built; read by vLLM at LLM()
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        # the engine core in this process (1 GPU) or in its own (tensor parallel); read at LLM()
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if self.in_process else "1"
         self._tmp = None  # tensor parallel only: the RAM-disk folder sync_weights writes to
         self._asleep = False
         from vllm import LLM
