@@ -59,14 +59,35 @@ def build_tokenizer(out_dir: str | Path):
     backend.decoder = decoders.Fuse()  # "1", "2" -> "12" (the default joins with spaces)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>",
                                         padding_side="left", chat_template=CHAT_TEMPLATE)
-    out_dir = Path(out_dir)
+    # unk_token null keeps AutoTokenizer's Qwen2Tokenizer at 14 tokens
+    _save_tokenizer(tokenizer, Path(out_dir), unk_token=None)
+    return tokenizer
+
+
+def _save_tokenizer(tokenizer, out_dir: Path, **extra) -> None:
+    """``save_pretrained``, then write the class and ``padding_side`` (otherwise lost) into
+    ``tokenizer_config.json``, with ``extra`` keys."""
     tokenizer.save_pretrained(out_dir)
     config_file = out_dir / "tokenizer_config.json"
     config = json.loads(config_file.read_text())
-    # padding_side is otherwise lost; unk_token null keeps AutoTokenizer's Qwen2Tokenizer at 14 tokens
-    config.update(tokenizer_class="PreTrainedTokenizerFast", padding_side="left", unk_token=None)
+    config.update(tokenizer_class="PreTrainedTokenizerFast", padding_side="left", **extra)
     config_file.write_text(json.dumps(config, indent=2) + "\n")
-    return tokenizer
+
+
+def _new_model(tokenizer, vocab_size: int, seed: int, **overrides):
+    """A freshly initialised Qwen2 of the :data:`MODEL` shape whose generation config uses the
+    tokenizer's pad and eos and no bos."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=vocab_size, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **{**MODEL, **overrides})
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = None
+    return model
 
 
 def warm_start_batch(batch_size: int, *, max_operand: int = 9, max_answer: int = 18):
@@ -104,22 +125,13 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, warm_start_steps: in
     on 2 CPU cores (``torch.set_num_threads`` is the caller's). ``warm_start_steps=0`` saves the
     randomly initialised model.
     """
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(out_dir)
-    config = Qwen2Config(vocab_size=len(TOKENS), pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **MODEL)
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
+    model = _new_model(tokenizer, len(TOKENS), seed)
     start, loss = time.perf_counter(), None
     if warm_start_steps > 0:
         loss = _warm_start(model, warm_start_steps)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = None
     model.save_pretrained(out_dir)
     recipe = {
         "what": "grpo-kit tiny demo model for the `arithmetic` task (a+b=, a, b in 0..9)",
@@ -167,9 +179,8 @@ def build_stand_in(out_dir: str | Path, *, seed: int = 0) -> Path:
     ChatML template; every loader (``PreTrainedTokenizerFast``, ``AutoTokenizer``, vLLM) gives the
     same ids. Model: hidden 64, 2 layers, head_dim 32, 4096 positions.
     """
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import PreTrainedTokenizerFast
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -181,16 +192,6 @@ def build_stand_in(out_dir: str | Path, *, seed: int = 0) -> Path:
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
                                   additional_special_tokens=STAND_IN_SPECIALS[1:], padding_side="left",
                                   chat_template=STAND_IN_CHAT_TEMPLATE)
-    tok.save_pretrained(out_dir)
-    config_file = out_dir / "tokenizer_config.json"
-    config = json.loads(config_file.read_text())
-    config.update(tokenizer_class="PreTrainedTokenizerFast", padding_side="left")
-    config_file.write_text(json.dumps(config, indent=2) + "\n")
-    config = Qwen2Config(vocab_size=len(vocab), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                         bos_token_id=None, **{**MODEL, "max_position_embeddings": 4096})
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
-    model.generation_config.pad_token_id = model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.bos_token_id = None
-    model.save_pretrained(out_dir)
+    _save_tokenizer(tok, out_dir)
+    _new_model(tok, len(vocab), seed, max_position_embeddings=4096).save_pretrained(out_dir)
     return out_dir

