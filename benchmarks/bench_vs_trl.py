@@ -120,7 +120,9 @@ def run_ours(model_dir: str, work: Path, n_steps: int, turns: Turns, sampler: st
     torch.set_num_threads(THREADS)
     import grpo_kit.train.update as update
     from grpo_kit.train.trainer import Trainer
-    from grpo_kit.train_cli import demo_config, quiet_hf, resolve_train_config
+    from grpo_kit.demo import demo_config
+    from grpo_kit.train.config import resolve_train_config
+    from grpo_kit.train_cli import quiet_hf
 
     quiet_hf()
     data = demo_config(seed=0)

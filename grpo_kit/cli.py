@@ -1,7 +1,8 @@
 """The `grpo-kit` command line. Each verb lives in its own module; this file only dispatches.
 
-Errors a user can fix (a bad config, a malformed input row) print one clear message and exit 2,
-never a traceback.
+Errors a user can fix (a bad config, a malformed input row, a reward that failed under
+``scoring.on_error: fail``) print one clear message and exit 2, never a traceback. Anything else is
+a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from grpo_kit.config import ConfigError
 from grpo_kit.data import InputError
+from grpo_kit.errors import ConfigError
+from grpo_kit.scoring import RewardFailure
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,9 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ConfigError, InputError, KeyError, FileNotFoundError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"grpo-kit {args.verb}: error: {msg}", file=sys.stderr)
+    except (ConfigError, InputError, RewardFailure) as e:
+        print(f"grpo-kit {args.verb}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"grpo-kit {args.verb}: interrupted; completed rows are saved, run the same command "

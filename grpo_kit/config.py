@@ -3,32 +3,37 @@
 Unknown keys are rejected with the list of valid ones (and a "did you mean" when one is close);
 every error names the key path and says how to fix it::
 
-    >>> load_config_text("rewards:\\n  - name: think_format\\n    wieght: 2\\n", ScoreConfig)
+    >>> load_config_text("workers: 2\\ntimout: 3\\n", ScoringConfig)
     Traceback (most recent call last):
     ...
-    grpo_kit.config.ConfigError: <string>: rewards.0.wieght: unknown key; did you mean 'weight'? valid keys: name, weight, args, label
+    grpo_kit.errors.ConfigError: <string>: timout: unknown key; did you mean 'timeout'? valid keys: workers, timeout, on_error
 """
 
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from grpo_kit.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the file, the key and the fix."""
 
 
 class Strict(BaseModel):
     """Base model: unknown keys are errors, NaN/inf are refused, defaults are validated."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+
+
+Scope = Literal["item", "group", "batch"]
+"""How the scorer calls a reward: one completion per call (``item``), once per prompt group
+(``group``), or once on the whole batch in the main process (``batch``); see :mod:`grpo_kit.contract`."""
+
+OnError = Literal["exclude", "zero", "fail"]
 
 
 class RewardConfig(Strict):
@@ -40,6 +45,10 @@ class RewardConfig(Strict):
     args: dict[str, Any] = Field(default_factory=dict,
                                  description="the reward's settings (its keyword-only parameters)")
     label: str | None = Field(None, description="name in outputs and metrics (default: name)")
+    scope: Scope | None = Field(None, description="how the scorer calls it: item (one completion per "
+                                "call), group (once per prompt group) or batch (once per batch, in the "
+                                "main process); default: the scope the function declares, item for a "
+                                "plain function. A TRL reward that compares completions needs group or batch")
 
     @property
     def key(self) -> str:
@@ -64,37 +73,28 @@ class RewardConfig(Strict):
         return cls(name=name, weight=w)
 
 
+def unique_reward_keys(rewards: list[RewardConfig] | None) -> list[RewardConfig] | None:
+    """A field validator's body: two rewards may not share a key (their outputs would collide)."""
+    seen: set[str] = set()
+    for r in rewards or []:
+        if r.key in seen:
+            raise ValueError(f"reward {r.key!r} appears twice; give one of them a distinct `label`")
+        seen.add(r.key)
+    return rewards
+
+
 class ScoringConfig(Strict):
-    """How rewards are executed: worker processes under a hard per-item timeout."""
+    """How rewards are executed, and what a failed reward does to the combined reward."""
 
     workers: int = Field(2, ge=0, description="worker processes; 0 runs rewards in-process "
                          "with no timeout (debugging only)")
     timeout: float = Field(5.0, gt=0, description="hard per-item time limit in seconds; a stuck "
                            "worker is killed and replaced, the item recorded as a timeout")
-
-
-class ScoreConfig(Strict):
-    """Settings of `grpo-kit score` (a YAML file given with --config; flags override it)."""
-
-    rewards: list[RewardConfig] = Field(default_factory=list, description="rewards and weights")
-    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
-    completion_column: str = Field("completion", description="column holding the completion")
-    group_by: str | None = Field(None, description="column grouping completions of one prompt "
-                                 "(default: `prompt` when the input has it)")
-    skip_invalid: bool = Field(False, description="skip and count malformed input rows")
-    pass_threshold: float = Field(1.0, description="a completion counts as solved for pass@k "
-                                  "when its score is at least this")
-    split: str = Field("train", description="split to read from a hub dataset or DatasetDict")
-
-    @field_validator("rewards")
-    @classmethod
-    def _unique_labels(cls, v: list[RewardConfig]) -> list[RewardConfig]:
-        seen = set()
-        for r in v:
-            if r.key in seen:
-                raise ValueError(f"reward {r.key!r} appears twice; give one of them a distinct `label`")
-            seen.add(r.key)
-        return v
+    on_error: OnError = Field(
+        "exclude", description="a reward that raised, timed out or returned a bad value (a failure, "
+        "not 'does not apply'): exclude = the completion gets no combined reward (null) and, in "
+        "training, no gradient; zero = the failed reward counts as 0 in the weighted sum; fail = stop "
+        "with the reason. Every failure is counted either way")
 
 
 def _fmt_loc(loc: tuple) -> str:

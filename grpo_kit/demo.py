@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 TOKENS = ["<pad>", "<eos>", *"0123456789", "+", "="]
 CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
@@ -39,6 +40,26 @@ MODEL = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_att
              max_position_embeddings=128)
 WARM_START = dict(batch_size=128, lr=3e-3, max_operand=9, max_answer=18)
 MARKER = "grpo_kit_demo.json"
+
+
+DEMO_STEPS = 1500
+
+
+def demo_config(seed: int = 0) -> dict[str, Any]:
+    """The built-in demo's config: the tiny model of :func:`build_tiny_model` learns a+b on the CPU
+    (see the README)."""
+    return {
+        "model": {"path": "<built by grpo_kit.demo.build_tiny_model>"},
+        "task": {"name": "arithmetic"},
+        "sampling": {"n": 16, "temperature": 1.0, "max_new_tokens": 3},
+        "algorithm": {"type": "grpo", "advantage": "grpo", "loss_agg": "token_mean",
+                      "kl": {"beta": 0.04, "estimator": "k3"}},
+        "optim": {"lr": 3e-4, "betas": [0.9, 0.99], "grad_clip": None},
+        "scoring": {"workers": 1, "timeout": 5.0},
+        "train": {"steps": DEMO_STEPS, "prompts_per_step": 16, "seed": seed, "samples_every": 100,
+                  "save_every": 250, "torch_threads": 2},
+        "run": {"name": "demo"},
+    }
 
 
 def build_tokenizer(out_dir: str | Path):

@@ -73,7 +73,10 @@ def summarize_rows(rows: Sequence[dict[str, Any]], reward_keys: Sequence[str],
             "count": len(present),
             "none": sum(v is None for v in vals) - sum(e is not None for e in errs),
         }
-        if key != "reward":
+        if key == "reward":  # no combined reward because a reward failed (scoring.on_error: exclude)
+            st["excluded"] = sum(r["reward"] is None and bool(r.get("reward_errors")) for r in rows)
+            st["none"] -= st["excluded"]
+        else:
             st["errors"] = sum(e is not None and not e.startswith("timeout") for e in errs)
             st["timeouts"] = sum(e is not None and e.startswith("timeout") for e in errs)
         if group_ids is not None:

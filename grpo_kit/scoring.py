@@ -1,97 +1,48 @@
 """Scoring: rewards by name, weighted, executed in worker processes under hard timeouts.
 
-This is the one path by which completions get rewards, in training and in `grpo-kit score`.
+This is the one path by which completions get rewards: in training, in eval, in the Python script
+and in ``grpo-kit score``. :meth:`Scorer.score_batch` fills a
+:class:`~grpo_kit.records.RolloutBatch` in place; :meth:`Scorer.score` wraps plain lists in one.
 
     >>> from grpo_kit.config import RewardConfig, ScoringConfig
     >>> with Scorer([RewardConfig(name="think_format"), RewardConfig(name="math_accuracy", weight=2)],
     ...             ScoringConfig(workers=1)) as scorer:
-    ...     res = scorer.score(["<think>2+2</think><answer>4</answer>", "no tags, 5"], {"answer": ["4", "4"]})
-    >>> res.scores["math_accuracy"], res.combined
+    ...     rb = scorer.score(["<think>2+2</think><answer>4</answer>", "no tags, 5"], {"answer": ["4", "4"]})
+    >>> rb.rewards["math_accuracy"], rb.reward
     ([1.0, 0.0], [3.0, 0.0])
+
+**A failed reward** (it raised, timed out, died, or returned a wrong number of values or a NaN) is
+recorded in ``reward_errors`` and counted; what it does to the combined reward is
+``scoring.on_error``: ``exclude`` (the default) leaves the completion without a combined reward
+(None, and no gradient in training), ``zero`` counts the failed reward as 0 in the weighted sum,
+``fail`` raises :class:`RewardFailure`. A failure never silently drops out of the sum: a penalty
+reward that times out does not turn into "no penalty".
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+import sys
+from typing import Any, Hashable, Sequence
 
-from grpo_kit.config import ConfigError, RewardConfig, ScoringConfig
-from grpo_kit.registry import get_reward, reward_scope, reward_settings
-from grpo_kit.workers import Outcome, WorkerPool, call_reward
-
-
-def _accepted_columns(fn: Callable) -> set[str] | None:
-    """Names of data columns a function takes; None when it takes ``**kwargs`` (all of them)."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return None
-    return {n for n, p in params.items()
-            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+from grpo_kit.config import RewardConfig, ScoringConfig
+from grpo_kit.contract import BoundReward, call_reward
+from grpo_kit.errors import ConfigError
+from grpo_kit.records import RolloutBatch
+from grpo_kit.registry import bind_reward
+from grpo_kit.workers import Outcome, WorkerPool
 
 
-def bind_reward(spec: str, args: dict[str, Any]) -> Callable[..., list]:
-    """Resolve ``spec`` and bind its settings; the result takes ``(completions, **columns)`` and
-    passes a function only the columns it declares (unless it takes ``**kwargs``)."""
-    fn = get_reward(spec)
-    settings = reward_settings(fn)
-    for k in args:
-        if k not in settings:
-            known = ", ".join(settings) or "none"
-            raise ConfigError(f"reward {spec!r} has no setting {k!r}; its settings: {known}")
-    bound = functools.partial(fn, **args) if args else fn
-    accepted = _accepted_columns(fn)
-    if accepted is not None:
-        accepted -= set(args)
-
-    @functools.wraps(fn)
-    def call(completions: list, **columns: Any) -> list:
-        if accepted is not None:
-            columns = {k: v for k, v in columns.items() if k in accepted}
-        return bound(completions, **columns)
-
-    call.reward_scope = reward_scope(fn)  # type: ignore[attr-defined]
-    return call
-
-
-@dataclass
-class ScoreResult:
-    """Scores of one call: per reward (by key) a list aligned with the completions."""
-
-    scores: dict[str, list[float | None]]
-    errors: dict[str, list[str | None]]  # "timeout: ..." / "error: ..." where a reward failed
-    combined: list[float | None]  # weighted sum over the non-null scores; None if all are null
-    weights: dict[str, float] = field(default_factory=dict)
-
-    def row(self, i: int) -> dict[str, Any]:
-        """The output fields of completion ``i``: rewards, reward and (if any) reward_errors."""
-        out: dict[str, Any] = {
-            "rewards": {k: v[i] for k, v in self.scores.items()},
-            "reward": self.combined[i],
-        }
-        errs = {k: v[i] for k, v in self.errors.items() if v[i] is not None}
-        if errs:
-            out["reward_errors"] = errs
-        return out
-
-
-def _row_columns(columns: dict[str, Sequence], idx: Sequence[int]) -> dict[str, list]:
-    cols = {k: [v[i] for i in idx] for k, v in columns.items()}
-    if "prompt" in cols and "prompts" not in cols:  # TRL passes prompts=
-        cols["prompts"] = cols["prompt"]
-    return cols
+class RewardFailure(RuntimeError):
+    """A reward failed under ``scoring.on_error: fail``; the message names the reward and the reason."""
 
 
 class Scorer:
     """Rewards with weights, run by a worker pool. Use as a context manager (it owns processes).
 
-    Scopes (see :mod:`grpo_kit.registry`): ``item`` rewards run one completion per task under the
-    per-item timeout; ``group`` rewards once per group under timeout x group size; ``batch``
-    rewards (learned models) in this process on the whole call.
+    Scopes (see :mod:`grpo_kit.contract`): ``item`` rewards run one completion per task under the
+    per-item timeout; ``group`` rewards once per group under timeout x group size; ``batch`` rewards
+    (learned models) in this process on the whole batch. Each task carries only the columns its
+    reward takes.
     """
 
     def __init__(self, rewards: list[RewardConfig], scoring: ScoringConfig | None = None):
@@ -100,9 +51,12 @@ class Scorer:
         self.rewards = rewards
         self.scoring = scoring or ScoringConfig()
         # Resolve and bind every reward here first, so a bad name or setting fails before any work.
-        self._local = {r.key: bind_reward(r.name, r.args) for r in rewards}
-        self.scopes = {r.key: self._local[r.key].reward_scope for r in rewards}
+        self.bound: dict[str, BoundReward] = {r.key: bind_reward(r.name, r.args, r.scope) for r in rewards}
+        self.scopes = {k: b.scope for k, b in self.bound.items()}
         self.weights = {r.key: r.weight for r in rewards}
+        # user functions left at the default scope: checked once against a whole-group call
+        self._probe = {r.key for r in rewards if r.scope is None and ":" in r.name and self.scopes[r.key] == "item"}
+        self.warnings: list[str] = []
         needs_pool = any(s != "batch" for s in self.scopes.values())
         self.pool = WorkerPool(self.scoring.workers) if needs_pool and self.scoring.workers > 0 else None
 
@@ -122,53 +76,110 @@ class Scorer:
         return [k for k, s in self.scopes.items() if s == "group"]
 
     def score(self, completions: Sequence, columns: dict[str, Sequence] | None = None,
-              group_ids: Sequence[Hashable] | None = None, on_progress=None) -> ScoreResult:
+              group_ids: Sequence[Hashable] | None = None, on_progress=None) -> RolloutBatch:
         """Score ``completions`` (texts or chat message lists) with every reward.
 
         ``columns`` maps column names to lists aligned with ``completions``. ``group_ids`` (one per
         completion) say which completions share a prompt, for ``group`` rewards; without them the
         whole call is one group."""
         n = len(completions)
-        columns = dict(columns or {})
+        columns = {k: list(v) for k, v in (columns or {}).items()}
         for k, v in columns.items():
             if len(v) != n:
                 raise ValueError(f"column {k!r} has {len(v)} values for {n} completions")
-        groups = _groups(group_ids, n)
-        scores = {r.key: [None] * n for r in self.rewards}
-        errors: dict[str, list[str | None]] = {r.key: [None] * n for r in self.rewards}
+        if group_ids is not None and len(group_ids) != n:
+            raise ValueError(f"{len(group_ids)} group ids for {n} completions")
+        index: dict[Hashable, int] = {}
+        gidx = [index.setdefault(g, len(index)) for g in (group_ids if group_ids is not None else [0] * n)]
+        rb = RolloutBatch(prompts=[None] * len(index), prompt_ids=[[] for _ in index], group_index=gidx,
+                          completions=list(completions), item_columns=columns)
+        return self.score_batch(rb, on_progress=on_progress)
+
+    def score_batch(self, rb: RolloutBatch, on_progress=None) -> RolloutBatch:
+        """Fill ``rb.rewards``, ``rb.reward_errors`` and ``rb.reward`` in place; return ``rb``."""
+        n = rb.size
+        scores = {k: [None] * n for k in self.bound}
+        errors: dict[str, list[str | None]] = {k: [None] * n for k in self.bound}
+        expanded: dict[str, list] = {}  # each column expanded to [N] once, only if some reward takes it
+
+        def cols_for(b: BoundReward) -> dict[str, list]:
+            names = rb.column_names() if b.columns is None else rb.column_names() & b.columns
+            for k in names - expanded.keys():
+                expanded[k] = rb.column(k)
+            return {k: expanded[k] for k in names}
+
+        groups = rb.groups()
         tasks, where = [], []
         timeout = self.scoring.timeout
-        for r in self.rewards:
-            scope = self.scopes[r.key]
-            if scope == "batch":
-                self._run_local(r.key, list(range(n)), completions, columns, scores, errors)
+        for key, b in self.bound.items():
+            cols = cols_for(b)
+            if b.scope == "batch":
+                self._record(key, list(range(n)), _run_inline(b, rb.completions, cols), scores, errors)
                 continue
-            ref = (r.name, tuple(sorted(r.args.items())))
-            units = [[i] for i in range(n)] if scope == "item" else groups
+            units = [[i] for i in range(n)] if b.scope == "item" else [g for g in groups if g]
             for idx in units:
-                tasks.append((ref, [completions[i] for i in idx], _row_columns(columns, idx),
-                              timeout * len(idx)))
-                where.append((r.key, idx))
-        if self.pool is not None:
-            outcomes = self.pool.run(tasks, on_done=on_progress)
-        else:
-            outcomes = [_run_inline(self._local[key], t[1], t[2]) for (key, _), t in zip(where, tasks)]
-        for (key, idx), out in zip(where, outcomes):
-            for j, i in enumerate(idx):
-                if out.status == "ok":
-                    scores[key][i] = out.values[j]
-                else:
-                    errors[key][i] = f"{out.status}: {out.reason}"
-        combined = [_weighted(self.weights, scores, i) for i in range(n)]
-        return ScoreResult(scores, errors, combined, dict(self.weights))
+                tasks.append(self._task(b, idx, rb, cols))
+                where.append((key, idx))
+        for (key, idx), out in zip(where, self._run(tasks, where, on_progress)):
+            self._record(key, idx, out, scores, errors)
+        self._probe_groups(rb, groups, scores, errors, cols_for)
+        rb.rewards, rb.reward_errors = scores, errors
+        rb.reward = combine(self.weights, scores, errors, self.scoring.on_error)
+        return rb
 
-    def _run_local(self, key, idx, completions, columns, scores, errors) -> None:
-        out = _run_inline(self._local[key], [completions[i] for i in idx], _row_columns(columns, idx))
+    def _task(self, b: BoundReward, idx: list[int], rb: RolloutBatch, cols: dict[str, list]) -> tuple:
+        """A worker task: the reward's name and settings, the completions ``idx``, their columns."""
+        return ((b.spec, b.args), [rb.completions[i] for i in idx], {k: [v[i] for i in idx] for k, v in cols.items()},
+                self.scoring.timeout * len(idx))
+
+    def _run(self, tasks: list, where: list, on_progress=None) -> list[Outcome]:
+        if self.pool is not None:
+            return self.pool.run(tasks, on_done=on_progress)
+        return [_run_inline(self.bound[key], t[1], t[2]) for (key, _), t in zip(where, tasks)]
+
+    def _probe_groups(self, rb: RolloutBatch, groups, scores, errors, cols_for) -> None:
+        """Once per user reward left at the default scope: call it on a whole group whose items all
+        scored, and warn if the scores differ from the item-by-item ones (see :meth:`_check_probe`)."""
+        tasks, where = [], []
+        for key in sorted(self._probe):
+            idx = next((g for g in groups if len(g) > 1 and all(errors[key][i] is None for i in g)), None)
+            if idx is not None:
+                tasks.append(self._task(self.bound[key], idx, rb, cols_for(self.bound[key])))
+                where.append((key, idx))
+        for (key, idx), out in zip(where, self._run(tasks, where)):
+            self._check_probe(key, idx, out, scores)
+            self._probe.discard(key)
+
+    @staticmethod
+    def _record(key: str, idx: list[int], out: Outcome, scores, errors) -> None:
         for j, i in enumerate(idx):
             if out.status == "ok":
                 scores[key][i] = out.values[j]
             else:
                 errors[key][i] = f"{out.status}: {out.reason}"
+
+    def _check_probe(self, key: str, idx: list[int], out: Outcome, scores) -> None:
+        """Warn when a reward called on a whole group scores differently than item by item: it
+        compares completions (as a TRL batch reward may) and needs ``scope: group`` or ``batch``."""
+        if out.status != "ok":
+            return
+        itemwise = [scores[key][i] for i in idx]
+        if any(i is None or a is None for i, a in zip(itemwise, out.values)):
+            same = all((i is None) == (a is None) for i, a in zip(itemwise, out.values))
+        else:
+            same = all(abs(i - a) <= 1e-9 * max(1.0, abs(i)) for i, a in zip(itemwise, out.values))
+        if not same:
+            msg = (f"reward {key!r} scores a group of {len(idx)} completions differently when called on "
+                   f"all of them at once ({_short(out.values)}) than one at a time ({_short(itemwise)}): it "
+                   "compares completions, as a TRL batch reward may. It is being called one completion at "
+                   "a time (scope: item); set `scope: group` (or `batch`) on it in the config")
+            self.warnings.append(msg)
+            print(f"grpo-kit: warning: {msg}", file=sys.stderr)
+
+
+def _short(vals: list) -> str:
+    shown = ", ".join("None" if v is None else f"{v:.4g}" for v in vals[:4])
+    return f"[{shown}{', ...' if len(vals) > 4 else ''}]"
 
 
 def _run_inline(fn, completions: list, columns: dict) -> Outcome:
@@ -178,17 +189,28 @@ def _run_inline(fn, completions: list, columns: dict) -> Outcome:
         return Outcome("error", reason=f"{type(e).__name__}: {e}"[:2000])
 
 
-def _groups(group_ids: Sequence[Hashable] | None, n: int) -> list[list[int]]:
-    if group_ids is None:
-        return [list(range(n))] if n else []
-    if len(group_ids) != n:
-        raise ValueError(f"{len(group_ids)} group ids for {n} completions")
-    out: dict[Hashable, list[int]] = {}
-    for i, g in enumerate(group_ids):
-        out.setdefault(g, []).append(i)
-    return list(out.values())
+def combine(weights: dict[str, float], scores: dict[str, list], errors: dict[str, list],
+            on_error: str = "exclude") -> list[float | None]:
+    """The combined reward per completion: the weighted sum of the non-null scores (None if all are
+    null), with failed rewards handled by ``on_error`` (see the module docstring).
 
-
-def _weighted(weights: dict[str, float], scores: dict[str, list], i: int) -> float | None:
-    vals = [(weights[k], s[i]) for k, s in scores.items() if s[i] is not None]
-    return sum(w * v for w, v in vals) if vals else None
+    >>> w, s = {"acc": 1.0, "penalty": 0.5}, {"acc": [1.0, 1.0, None], "penalty": [-1.0, None, None]}
+    >>> e = {"acc": [None, None, None], "penalty": [None, "timeout: 5 s", None]}
+    >>> combine(w, s, e, "exclude"), combine(w, s, e, "zero")
+    ([0.5, None, None], [0.5, 1.0, None])
+    """
+    out: list[float | None] = []
+    n = len(next(iter(scores.values()))) if scores else 0
+    for i in range(n):
+        failed = [k for k in scores if errors[k][i] is not None]
+        if failed and on_error == "fail":
+            k = failed[0]
+            raise RewardFailure(f"reward {k!r} failed on completion {i}: {errors[k][i]} "
+                                "(scoring.on_error: fail; `exclude` or `zero` would go on)")
+        if failed and on_error == "exclude":
+            out.append(None)
+            continue
+        vals = [(weights[k], s[i]) for k, s in scores.items() if s[i] is not None]
+        vals += [(weights[k], 0.0) for k in failed]  # on_error: zero
+        out.append(sum(w * v for w, v in vals) if vals else None)
+    return out

@@ -9,28 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from grpo_kit.config import ConfigError, apply_override, build_config, read_yaml
-
-DEMO_STEPS = 1500
-
-
-def demo_config(seed: int = 0) -> dict[str, Any]:
-    """The built-in demo: a ~120k-parameter model learns a+b on the CPU (see the README)."""
-    return {
-        "model": {"path": "<built by grpo_kit.demo.build_tiny_model>"},
-        "task": {"name": "arithmetic"},
-        "sampling": {"n": 16, "temperature": 1.0, "max_new_tokens": 3},
-        "algorithm": {"type": "grpo", "advantage": "grpo", "loss_agg": "token_mean",
-                      "kl": {"beta": 0.04, "estimator": "k3"}},
-        "optim": {"lr": 3e-4, "betas": [0.9, 0.99], "grad_clip": None},
-        "scoring": {"workers": 1, "timeout": 5.0},
-        "train": {"steps": DEMO_STEPS, "prompts_per_step": 16, "seed": seed, "samples_every": 100,
-                  "save_every": 250, "torch_threads": 2},
-        "run": {"name": "demo"},
-    }
-
+from grpo_kit.errors import ConfigError
+from grpo_kit.train.config import resolve_train_config
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="GRPO training (no CONFIG: the built-in CPU demo)",
@@ -56,31 +36,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("run_dir")
     pl.add_argument("-o", "--output", help="PNG path (default RUN_DIR/curves.png)")
     pl.set_defaults(func=run_plot)
-
-
-def _overrides(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
-    for s in sets:
-        key, _, val = s.partition("=")
-        if key == "seed":  # every random seed at once
-            n = yaml.safe_load(val)
-            apply_override(data, f"train.seed={n}")
-            if (data.get("sampling") or {}).get("seed") is not None:
-                apply_override(data, f"sampling.seed={n}")
-            if "seed" in ((data.get("task") or {}).get("args") or {}):
-                apply_override(data, f"task.args.seed={n}")
-        else:
-            apply_override(data, s)
-    return data
-
-
-def resolve_train_config(config: str | None, sets: list[str]):
-    from grpo_kit.train.config import TrainConfig
-
-    if config is None:
-        data, source = demo_config(), "built-in demo"
-    else:
-        data, source = read_yaml(config), str(config)
-    return build_config(_overrides(data, sets), TrainConfig, source), config is None
 
 
 def quiet_hf() -> None:

@@ -7,8 +7,10 @@ pipe, tracks the deadline of the task it is running, SIGKILLs a worker that pass
 fresh one. A task that times out, raises, or whose worker dies is reported as a failure with its
 reason; it never stops the others.
 
-Workers are started with ``spawn`` (safe beside torch threads and CUDA) and import the reward
-functions themselves, by name, so nothing but plain data crosses the pipe.
+Each worker is a fresh interpreter, ``python -m grpo_kit.workers FD`` on one end of a socket pair
+(not ``multiprocessing``'s fork, unsafe beside torch threads and CUDA, nor its spawn, which
+re-imports the parent's ``__main__``). It resolves the reward functions itself, by name, so only
+plain data crosses the pipe: a reward's name and settings, the completions and the columns it takes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from grpo_kit.contract import call_reward
+from grpo_kit.registry import bind_reward
+
 # A reward is sent to workers as (spec, args): a registry name or "file.py:fn" plus its settings.
+# (The scope is the scorer's business: a worker just calls the function on what it is sent.)
 RewardRef = tuple[str, tuple[tuple[str, Any], ...]]
 
 
@@ -39,39 +45,6 @@ class Outcome:
     values: list | None = None
     reason: str | None = None
     seconds: float = 0.0  # wall time from hand-out to result (or kill)
-
-
-def call_reward(fn, completions: list, columns: dict[str, list]) -> list:
-    """Call a reward function and check its result: a list of finite floats or None, one per
-    completion. Raises ``RewardOutputError`` with the reason otherwise."""
-    out = fn(completions, **columns)
-    return check_output(out, len(completions))
-
-
-class RewardOutputError(ValueError):
-    pass
-
-
-def check_output(out: Any, n: int) -> list:
-    if not isinstance(out, (list, tuple)):
-        raise RewardOutputError(f"returned {type(out).__name__}, expected a list of {n} floats or None")
-    if len(out) != n:
-        raise RewardOutputError(f"returned {len(out)} values for {n} completions")
-    values = []
-    for v in out:
-        if v is None:
-            values.append(None)
-            continue
-        if isinstance(v, (bool, str, bytes)) or not hasattr(v, "__float__"):
-            raise RewardOutputError(f"returned a {type(v).__name__}, expected float or None")
-        try:  # int, float, numpy and torch scalars
-            v = float(v)
-        except (TypeError, ValueError) as e:
-            raise RewardOutputError(f"returned {v!r}, not convertible to float: {e}") from None
-        if not math.isfinite(v):
-            raise RewardOutputError(f"returned {v} (use None for 'not applicable')")
-        values.append(v)
-    return values
 
 
 def _die_with_parent() -> None:
@@ -87,8 +60,6 @@ def _die_with_parent() -> None:
 def _worker_main(conn: Connection) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    import grpo_kit.scoring  # noqa: F401  (the child imports the rewards itself, before "ready")
-
     cache: dict[RewardRef, Any] = {}
     conn.send("ready")  # the pool starts a task's clock only once its worker is up
     while True:
@@ -103,8 +74,6 @@ def _worker_main(conn: Connection) -> None:
 
 
 def _run_task(cache: dict, task_id: int, ref: RewardRef, completions: list, columns: dict) -> tuple:
-    from grpo_kit.scoring import bind_reward
-
     try:
         fn = cache.get(ref)
         if fn is None:

@@ -13,7 +13,7 @@ import operator
 import re
 from fractions import Fraction
 
-from grpo_kit.registry import completion_text, reward
+from grpo_kit.contract import completion_text, reward
 
 MAX_EQUATION_CHARS = 1_000
 """Longer answers are not parsed (a 6-number equation needs well under 100 characters)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import re
 
-from grpo_kit.registry import completion_text, reward
+from grpo_kit.contract import completion_text, reward
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"

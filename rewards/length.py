@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from grpo_kit.registry import completion_text, reward
+from grpo_kit.contract import completion_text, reward
 
 Unit = Literal["auto", "tokens", "chars", "words"]
 _UNITS = ("auto", "tokens", "chars", "words")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from grpo_kit.registry import completion_text, reward
+from grpo_kit.contract import completion_text, reward
 
 
 def _normalise(text: str, ignore_case: bool, ignore_space: bool) -> str:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from grpo_kit.registry import completion_text, reward
+from grpo_kit.contract import completion_text, reward
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _GENERIC_TOKENIZER_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from grpo_kit.registry import completion_text, reward
+from grpo_kit.contract import completion_text, reward
 
 
 def _penalty(seq: list, ngram_size: int, max_penalty: float) -> float:

@@ -23,7 +23,6 @@ import torch
 from grpo_kit.algorithms.advantages import group_advantages
 from grpo_kit.algorithms.losses import aggregate, kl_penalty, policy_loss
 from grpo_kit.config import ScoringConfig
-from grpo_kit.records import Group
 from grpo_kit.rollout import SamplingConfig, make_sampler
 from grpo_kit.rollout.vllm import VLLMConfig
 from grpo_kit.scoring import Scorer
@@ -82,23 +81,16 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         # ------------------------------------------------------------- sample
         rows = [data[order[(step * args.prompts + i) % len(data)]] for i in range(args.prompts)]
-        prompt_ids = [encode_prompt(tok, r["prompt"]) for r in rows]
-        sampled = sampler.sample(prompt_ids, seed=args.seed * 100_003 + step)
+        rb = sampler.sample([encode_prompt(tok, r["prompt"]) for r in rows], seed=args.seed * 100_003 + step)
+        rb = rb.with_prompts([r["prompt"] for r in rows], {k: [r[k] for r in rows] for k in rows[0] if k != "prompt"})
 
         # ------------------------------------------------------------- score
-        texts = [t for s in sampled for t in s.texts]
-        columns = {k: [r[k] for r in rows for _ in range(args.group)] for k in rows[0]}
-        columns["completion_ids"] = [c for s in sampled for c in s.completion_ids]
-        scores = scorer.score(texts, columns, [i // args.group for i in range(len(texts))])
-        groups = [Group(prompt=r["prompt"], prompt_ids=p, completions=s.texts,
-                        completion_ids=s.completion_ids, finish_reasons=s.finish_reasons,
-                        reward=scores.combined[i * args.group:(i + 1) * args.group])
-                  for i, (r, p, s) in enumerate(zip(rows, prompt_ids, sampled))]
-        batch = make_batch(groups, tok.pad_token_id, device)
+        scorer.score_batch(rb)  # fills rb.rewards, rb.reward_errors and rb.reward (the weighted sum)
+        batch = make_batch(rb, tok.pad_token_id, device)
 
         # ------------------------------------------------------------- advantages
         adv = group_advantages(batch.rewards).reshape(-1)  # [B*G], 0 for a group with equal rewards
-        mask = batch.completion_mask.float()  # [B*G, T]
+        mask = (batch.completion_mask * ~batch.rewards.reshape(-1, 1).isnan()).float()  # [B*G, T]; no reward: no loss
         n_tok = mask.sum().clamp(min=1)
 
         # ------------------------------------------------------------- loss and step
@@ -121,7 +113,7 @@ def main(argv=None) -> None:
         sampler.sync_weights(model)
 
         # ------------------------------------------------------------- log
-        vals = [r for g in groups for r in g.reward if r is not None]
+        vals = [r for r in rb.reward if r is not None]
         row = {"step": step, "reward/mean": sum(vals) / max(1, len(vals)),
                "completion/length_mean": float(mask.sum(-1).mean()), "time/step": time.perf_counter() - t0}
         log.write(json.dumps(row) + "\n")

@@ -11,29 +11,16 @@ a ``datasets.Dataset`` with ``prompt`` and ``answer`` columns (see :class:`tasks
 >>> get_task(TaskConfig.model_construct(name="nope", dataset=None))
 Traceback (most recent call last):
 ...
-grpo_kit.config.ConfigError: unknown task 'nope'; known tasks: arithmetic, countdown, gsm8k, math (or define one with `dataset:`)
+grpo_kit.errors.ConfigError: unknown task 'nope'; known tasks: arithmetic, countdown, gsm8k, math (or define one with `dataset:`)
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
-from grpo_kit.config import ConfigError
-from tasks.arithmetic import arithmetic_task
+from grpo_kit.errors import ConfigError
 from tasks.base import Task
+from tasks.catalog import TASKS
 from tasks.config import TaskConfig
-from tasks.countdown import countdown_task
 from tasks.dataset import dataset_task
-from tasks.gsm8k import gsm8k_task
-from tasks.math import math_task
-
-TASKS: dict[str, Callable[[TaskConfig], Task]] = {
-    "arithmetic": arithmetic_task,
-    "countdown": countdown_task,
-    "gsm8k": gsm8k_task,
-    "math": math_task,
-}
-"""Built-in tasks: name -> factory taking the :class:`TaskConfig` (its ``args`` are the task's settings)."""
 
 __all__ = ["TASKS", "Task", "TaskConfig", "get_task"]
 

@@ -22,7 +22,7 @@ or a dataset defined in YAML::
 >>> build_config({"name": "countdown", "dataset": "data.jsonl"}, TaskConfig)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-grpo_kit.config.ConfigError: <config>: <top level>: Value error, a task needs either `name` ... not both and not neither
+grpo_kit.errors.ConfigError: <config>: <top level>: Value error, a task needs either `name` ... not both and not neither
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from grpo_kit.config import RewardConfig, Strict
+from tasks.catalog import TASKS
 from tasks.templates import PromptStyle
 
 DATASET_ONLY = ("dataset_config", "train_split", "test_split", "question_column", "answer_column")
@@ -68,8 +69,6 @@ class TaskConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "TaskConfig":
-        from tasks import TASKS  # late: tasks/__init__ imports this module
-
         if (self.name is None) == (self.dataset is None):
             raise ValueError(
                 "a task needs either `name` (a built-in task: " + ", ".join(sorted(TASKS)) + ") "

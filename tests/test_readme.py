@@ -27,7 +27,8 @@ def test_ci_runs_the_readme_test_command():
 def test_yaml_examples_are_valid_configs():
     import yaml
 
-    from grpo_kit.config import ScoreConfig, build_config
+    from grpo_kit.config import build_config
+    from grpo_kit.score_file import ScoreConfig
     from grpo_kit.train.config import TrainConfig, PPOConfig
     from tasks.config import TaskConfig
 

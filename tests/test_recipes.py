@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from grpo_kit.train_cli import resolve_train_config
+from grpo_kit.train.config import resolve_train_config
 from tests.conftest import ROOT
 
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))

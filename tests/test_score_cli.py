@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from grpo_kit.cli import main
-from grpo_kit.score_cli import summary_path
+from grpo_kit.score_file import summary_path
 from tests.conftest import ROOT, fixture
 
 

@@ -4,10 +4,11 @@ import time
 
 import pytest
 
-from grpo_kit.config import ConfigError, RewardConfig, ScoringConfig
-from grpo_kit.registry import completion_text, get_reward
-from grpo_kit.scoring import Scorer, bind_reward
-from grpo_kit.workers import check_output, RewardOutputError
+from grpo_kit.config import RewardConfig, ScoringConfig
+from grpo_kit.contract import RewardOutputError, check_output, completion_text
+from grpo_kit.errors import ConfigError
+from grpo_kit.registry import bind_reward, get_reward
+from grpo_kit.scoring import Scorer
 from tests.conftest import fixture
 
 
@@ -21,16 +22,16 @@ def test_weighted_sum_skips_none():
           RewardConfig(name=fixture("text_length"), weight=0.5, label="len")]
     with scorer(*rw) as s:
         res = s.score(["ab", "NONE"])
-    assert res.scores == {"h": [1.0, None], "len": [2.0, 4.0]}
+    assert res.rewards == {"h": [1.0, None], "len": [2.0, 4.0]}
     # 2*1 + 0.5*2 = 3; the None reward is left out: 0.5*4 = 2
-    assert res.combined == [3.0, 2.0]
-    assert res.row(1) == {"rewards": {"h": None, "len": 4.0}, "reward": 2.0}
+    assert res.reward == [3.0, 2.0]
+    assert res.score_fields(1) == {"rewards": {"h": None, "len": 4.0}, "reward": 2.0}
 
 
 def test_all_none_gives_none_not_zero():
     with scorer(fixture("hostile")) as s:
         res = s.score(["NONE"])
-    assert res.combined == [None]
+    assert res.reward == [None]
 
 
 def test_python_hang_is_killed_and_recorded():
@@ -39,8 +40,8 @@ def test_python_hang_is_killed_and_recorded():
         res = s.score(["ok", "SLEEP", "ok"])
         elapsed = time.monotonic() - t0
         assert s.pool.restarts == 1
-    assert res.scores["" + fixture("hostile")] == [1.0, None, 1.0]
-    err = res.errors[fixture("hostile")][1]
+    assert res.rewards["" + fixture("hostile")] == [1.0, None, 1.0]
+    err = res.reward_errors[fixture("hostile")][1]
     assert err.startswith("timeout: timed out after 0.5 s")
     assert elapsed < 0.5 + 3.0
 
@@ -51,17 +52,17 @@ def test_c_level_hang_is_killed():
         t0 = time.monotonic()
         res = s.score(["POW", "ok", "ok", "ok"])
         assert time.monotonic() - t0 < 0.5 + 3.0
-    assert res.errors[fixture("hostile")][0].startswith("timeout")
-    assert res.scores[fixture("hostile")][1:] == [1.0, 1.0, 1.0]
+    assert res.reward_errors[fixture("hostile")][0].startswith("timeout")
+    assert res.rewards[fixture("hostile")][1:] == [1.0, 1.0, 1.0]
 
 
 def test_exception_and_dead_worker_are_recorded_and_run_continues():
     with scorer(fixture("hostile")) as s:
         res = s.score(["CRASH", "DIE", "ok"])
-    errs = res.errors[fixture("hostile")]
+    errs = res.reward_errors[fixture("hostile")]
     assert errs[0].startswith("error: ValueError: boom")
     assert errs[1].startswith("error: worker died (exit code 3)")
-    assert errs[2] is None and res.scores[fixture("hostile")][2] == 1.0
+    assert errs[2] is None and res.rewards[fixture("hostile")][2] == 1.0
 
 
 @pytest.mark.parametrize("completion, reason", [
@@ -70,14 +71,14 @@ def test_exception_and_dead_worker_are_recorded_and_run_continues():
 def test_bad_values_are_errors(completion, reason):
     with scorer(fixture("hostile")) as s:
         res = s.score([completion])
-    assert reason in res.errors[fixture("hostile")][0]
-    assert res.scores[fixture("hostile")] == [None]
+    assert reason in res.reward_errors[fixture("hostile")][0]
+    assert res.rewards[fixture("hostile")] == [None]
 
 
 def test_wrong_length_is_an_error_per_item():
     with scorer(fixture("wrong_length")) as s:
         res = s.score(["a", "b"])
-    assert all("returned 2 values for 1 completions" in e for e in res.errors[fixture("wrong_length")])
+    assert all("returned 2 values for 1 completions" in e for e in res.reward_errors[fixture("wrong_length")])
 
 
 def test_fixed_signature_gets_only_its_columns_and_trl_chat_format():
@@ -85,16 +86,16 @@ def test_fixed_signature_gets_only_its_columns_and_trl_chat_format():
         chat = [[{"role": "assistant", "content": "42"}], [{"role": "assistant", "content": "7"}]]
         res = s.score(chat, {"answer": ["42", "42"], "other": [1, 2]})
     # answer_match gets plain text? no: completions are passed as they are; it strips strings only
-    assert res.errors[fixture("answer_match")][0] is not None  # a list has no .strip(): recorded
-    assert res.scores[fixture("trl_chat_length")] == [2.0, 1.0]
+    assert res.reward_errors[fixture("answer_match")][0] is not None  # a list has no .strip(): recorded
+    assert res.rewards[fixture("trl_chat_length")] == [2.0, 1.0]
     with scorer(fixture("answer_match")) as s:
         res = s.score(["42", " 7 "], {"answer": ["42", "42"], "other": [1, 2]})
-    assert res.scores[fixture("answer_match")] == [1.0, 0.0]
+    assert res.rewards[fixture("answer_match")] == [1.0, 0.0]
 
 
 def test_settings_are_bound_and_checked():
     with scorer(RewardConfig(name=fixture("with_setting"), args={"bonus": 0.5})) as s:
-        assert s.score(["x"]).scores[fixture("with_setting")] == [1.5]
+        assert s.score(["x"]).rewards[fixture("with_setting")] == [1.5]
     with pytest.raises(ConfigError, match="has no setting 'bonsu'; its settings: bonus"):
         bind_reward(fixture("with_setting"), {"bonsu": 1})  # a typo is caught even with **kwargs
     with pytest.raises(ConfigError, match="has no setting 'answer'; its settings: none"):
@@ -120,7 +121,7 @@ def test_module_spec_loads():
 def test_inline_mode_matches_pool():
     with scorer(fixture("text_length"), workers=0) as s:
         assert s.pool is None
-        assert s.score(["abc", "de"]).scores[fixture("text_length")] == [3.0, 2.0]
+        assert s.score(["abc", "de"]).rewards[fixture("text_length")] == [3.0, 2.0]
 
 
 @pytest.mark.parametrize("value, ok", [

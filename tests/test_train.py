@@ -15,7 +15,8 @@ import torch
 from grpo_kit.cli import main
 from grpo_kit.config import ConfigError
 from grpo_kit.train.logger import read_metrics
-from grpo_kit.train_cli import demo_config, resolve_train_config
+from grpo_kit.demo import demo_config
+from grpo_kit.train.config import resolve_train_config
 from tests.conftest import ROOT
 
 TIME_KEYS = ("time/", "tokens_per_s")
@@ -46,7 +47,9 @@ def small_config(tmp_path, model, *extra) -> Path:
     (["train.minibatch_size=5"], "does not divide the batch of prompts_per_step x sampling.n = 16 x 16 = 256"),
     (["train.minibatch_size=64", "train.micro_batch_size=48"], "does not divide train.minibatch_size = 64"),
     (["algorithm.clip_hi=0.3"], "algorithm.clip_hi: unknown key; did you mean 'clip_high'?"),
-    (["algorithm.type=ppo"], "algorithm"),  # not a known algorithm type (PPO comes later)
+    (["algorithm.type=ppo", "algorithm.advantage=grpo"],  # a critic-free estimator under PPO
+     "unknown advantage estimator with a critic 'grpo'; valid: gae (the critic-free ones need algorithm.type: grpo)"),
+    (["algorithm.type=sac"], "algorithm: Input tag 'sac' found using 'type' does not match any of the expected tags: 'grpo', 'ppo'"),
     (["optim.lr=-1"], "optim.lr: Input should be greater than 0"),
     (["task.name=nope"], "unknown task 'nope'; known tasks:"),
 ])
@@ -143,7 +146,7 @@ def test_all_zero_variance_batch_is_skipped(tmp_path, tiny_model, fx):
         row = tr.train_step()
     finally:
         tr.close()
-    assert "zero reward variance" in row["skipped"] and "loss/total" not in row
+    assert "no group has a learning signal" in row["skipped"] and "loss/total" not in row
 
 
 def _run(cmd, env):
@@ -303,16 +306,17 @@ def test_ppo_raises_reward_and_the_critic_learns(tmp_path, tiny_model):
 
 def _value_mse_on_fresh_rollouts(tr, cfg) -> tuple[float, float]:
     from grpo_kit.train.batch import make_batch
-    from grpo_kit.train.update import _logprobs_no_grad, compute_advantages, loss_mask
+    from grpo_kit.train.algorithm import Algorithm
+    from grpo_kit.train.update import _logprobs_no_grad
     from grpo_kit.train.value import ValueModel
 
     batch = make_batch(tr.collect(cfg.train.steps + 1)[0], tr.tokenizer.pad_token_id, tr.device)
-    mask = loss_mask(batch, cfg)
+    mask = tr.algorithm.loss_mask(batch)
     micro = cfg.micro_batch
     old_logp, ref_logp = (_logprobs_no_grad(m, batch, micro, cfg, False) for m in (tr.model, tr.ref_model))
-    mc = cfg.model_copy(update={"algorithm": cfg.algorithm.model_copy(update={"lam": 1.0})})
-    _, returns, _ = compute_advantages(batch, mc, mask, old_logp, ref_logp, tr.kl_ctl.beta,
-                                       torch.zeros_like(old_logp))
+    mc = Algorithm(cfg.algorithm.model_copy(update={"lam": 1.0}), max_new_tokens=cfg.sampling.max_new_tokens)
+    _, returns, _ = mc.advantages(batch, mask, old_logp=old_logp, ref_logp=ref_logp, beta=tr.kl_ctl.beta,
+                                  old_values=torch.zeros_like(old_logp))
     on = mask.bool()
     fresh = ValueModel.load(cfg.model.path, torch.float32, tr.device)
     with torch.no_grad():
@@ -322,7 +326,6 @@ def _value_mse_on_fresh_rollouts(tr, cfg) -> tuple[float, float]:
 def test_hf_sampler_logprobs_match_the_trainer(tiny_model):
     """The sampler's log-probs of its own tokens equal the trainer's recomputation (same weights,
     same temperature): what truncated importance sampling relies on."""
-    from grpo_kit.records import Group
     from grpo_kit.rollout import SamplingConfig, make_sampler
     from grpo_kit.train.batch import forward_logprobs, make_batch
     from grpo_kit.train.config import ModelConfig
@@ -333,18 +336,16 @@ def test_hf_sampler_logprobs_match_the_trainer(tiny_model):
     sampler = make_sampler("hf", model, tok, cfg, logprobs=True)
     prompts = [encode_prompt(tok, p) for p in ["3+5=", "12+7=", "0+0="]]
     out = sampler.sample(prompts, seed=1)
-    assert [len(s.texts) for s in out] == [4, 4, 4]
-    assert all(r in ("stop", "length") for s in out for r in s.finish_reasons)
-    groups = [Group(prompt="", prompt_ids=p, completions=s.texts, completion_ids=s.completion_ids,
-                    finish_reasons=s.finish_reasons, sampler_logprobs=s.logprobs, reward=[0.0] * 4)
-              for p, s in zip(prompts, out)]
-    batch = make_batch(groups, tok.pad_token_id, dev)
+    assert [len(g) for g in out.groups()] == [4, 4, 4] and out.prompt_ids == prompts
+    assert all(r in ("stop", "length") for r in out.finish_reasons)
+    out.reward = [0.0] * out.size
+    batch = make_batch(out, tok.pad_token_id, dev)
     with torch.no_grad():
         logp, _ = forward_logprobs(model, batch, temperature=0.7, autocast=False)
     m = batch.completion_mask.bool()
     torch.testing.assert_close(logp[m], batch.sampler_logp[m], rtol=0, atol=1e-4)
     again = sampler.sample(prompts, seed=1)  # the seed fixes the samples
-    assert [s.completion_ids for s in again] == [s.completion_ids for s in out]
+    assert again.completion_ids == out.completion_ids
 
 
 def test_vllm_sampler_without_vllm_says_what_to_install(tiny_model, monkeypatch):

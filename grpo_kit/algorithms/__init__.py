@@ -1,9 +1,9 @@
 """The mathematics of GRPO and PPO as pure tensor functions: advantages, losses, log-probs.
 
-No model, no config object, no I/O, no ``.item()``. Dimensions: B prompts or sequences, G
-completions per prompt, T completion tokens, V vocabulary. See docs/algorithms.md for the table of
-variants (GRPO, Dr. GRPO, DAPO, GSPO, RLOO, REINFORCE++-baseline, PPO) and the switches that select
-them.
+No model, no config object, no I/O, no ``.item()``; nothing but torch (and the zero-dependency
+:mod:`grpo_kit.errors`) is imported. Dimensions: B prompts or sequences, G completions per prompt, T
+completion tokens, V vocabulary. The README's "algorithm core" section has the table of variants
+(GRPO, Dr. GRPO, DAPO, GSPO, RLOO, REINFORCE++-baseline, PPO) and the switches that select them.
 """
 
 from grpo_kit.algorithms.advantages import (

@@ -22,6 +22,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from grpo_kit.errors import ConfigError  # a zero-dependency module: the one import besides torch
+
 BASELINES = ("mean", "leave_one_out")
 STD_SCALES = ("group", "batch", "none")
 
@@ -306,11 +308,11 @@ def get_advantage_estimator(name: str) -> AdvantageEstimator:
     >>> get_advantage_estimator("ppo")
     Traceback (most recent call last):
     ...
-    KeyError: "unknown advantage estimator 'ppo'; known: dr_grpo, gae, grpo, reinforce_pp_baseline, rloo"
+    grpo_kit.errors.ConfigError: unknown advantage estimator 'ppo'; known: dr_grpo, gae, grpo, reinforce_pp_baseline, rloo
     """
     if name not in ADVANTAGE_ESTIMATORS:
         known = ", ".join(sorted(ADVANTAGE_ESTIMATORS))
-        raise KeyError(f"unknown advantage estimator {name!r}; known: {known}")
+        raise ConfigError(f"unknown advantage estimator {name!r}; known: {known}")
     return ADVANTAGE_ESTIMATORS[name]
 
 

@@ -1,4 +1,4 @@
-"""Samplers: given prompt token ids, return :class:`~grpo_kit.records.Group` s of G completions.
+"""Samplers: given prompt token ids, return a :class:`~grpo_kit.records.RolloutBatch` of G completions each.
 
 Every sampler implements :class:`Sampler`; the trainer knows nothing else about it. ``hf`` uses
 transformers' ``generate`` on the policy model itself (CPU tests, the demo, small GPU runs);

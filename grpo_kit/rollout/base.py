@@ -1,4 +1,6 @@
-"""The sampler protocol and its settings."""
+"""The sampler protocol and its settings. A sampler returns the rollout record
+(:class:`~grpo_kit.records.RolloutBatch`) with the completions filled in; the caller attributes
+them to the dataset's prompts (:meth:`~grpo_kit.records.RolloutBatch.with_prompts`)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Protocol
 from pydantic import Field, model_validator
 
 from grpo_kit.config import Strict
+from grpo_kit.records import RolloutBatch
 
 
 class SamplingConfig(Strict):
@@ -32,7 +35,7 @@ class SamplingConfig(Strict):
 
 @dataclass
 class Sampled:
-    """The completions of one prompt, as a sampler returns them."""
+    """The completions of one prompt, as a sampler produces them (see :func:`to_rollout_batch`)."""
 
     completion_ids: list[list[int]]  # [G][T_i]
     texts: list[str]  # [G]
@@ -40,11 +43,20 @@ class Sampled:
     logprobs: list[list[float]] | None  # [G][T_i] the sampler's log-probs of its tokens
 
 
+def to_rollout_batch(prompt_ids: list[list[int]], sampled: list[Sampled]) -> RolloutBatch:
+    """The record of ``sampled[b]``, the completions of ``prompt_ids[b]`` (prompts unattributed)."""
+    has_lp = all(s.logprobs is not None for s in sampled)
+    return RolloutBatch.from_groups(
+        prompts=[None] * len(prompt_ids), prompt_ids=prompt_ids, completions=[s.texts for s in sampled],
+        completion_ids=[s.completion_ids for s in sampled], finish_reasons=[s.finish_reasons for s in sampled],
+        sampler_logprobs=[s.logprobs for s in sampled] if has_lp else None)
+
+
 class Sampler(Protocol):
     """Samples G completions for each prompt; sees new weights through :meth:`sync_weights`."""
 
-    def sample(self, prompt_ids: list[list[int]], seed: int) -> list[Sampled]:
-        """One :class:`Sampled` per prompt (same order), ``cfg.n`` completions each."""
+    def sample(self, prompt_ids: list[list[int]], seed: int) -> RolloutBatch:
+        """The completions, ``cfg.n`` per prompt, grouped in prompt order (see :func:`to_rollout_batch`)."""
         ...
 
     def sync_weights(self, model) -> None:

@@ -12,7 +12,8 @@ import torch
 from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper,
                           TopKLogitsWarper, TopPLogitsWarper)
 
-from grpo_kit.rollout.base import Sampled, SamplingConfig
+from grpo_kit.records import RolloutBatch
+from grpo_kit.rollout.base import Sampled, SamplingConfig, to_rollout_batch
 
 
 class _RecordLogprobs(LogitsProcessor):
@@ -61,7 +62,7 @@ class HFSampler:
                                 stop_strings=c.stop or None, return_dict_in_generate=True, use_cache=True)
 
     @torch.no_grad()
-    def sample(self, prompt_ids: list[list[int]], seed: int) -> list[Sampled]:
+    def sample(self, prompt_ids: list[list[int]], seed: int) -> RolloutBatch:
         c, dev = self.cfg, self.model.device
         width = max(len(p) for p in prompt_ids)
         pad = self.tokenizer.pad_token_id
@@ -85,7 +86,8 @@ class HFSampler:
         self.model.train(was_training)
         new = out.sequences[:, width:]  # [B*G, T]
         logp = recorder.finish(new[:, -1]) if recorder is not None and new.shape[1] else None  # [B*G, T]
-        return self._split(new.tolist(), logp.tolist() if logp is not None else None, len(prompt_ids))
+        return to_rollout_batch(prompt_ids, self._split(new.tolist(), logp.tolist() if logp is not None else None,
+                                                        len(prompt_ids)))
 
     def _split(self, seqs: list[list[int]], logps, n_prompts: int) -> list[Sampled]:
         G = self.cfg.n

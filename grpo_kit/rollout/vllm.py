@@ -46,7 +46,8 @@ from typing import Literal
 from pydantic import Field
 
 from grpo_kit.config import Strict
-from grpo_kit.rollout.base import Sampled, SamplingConfig
+from grpo_kit.records import RolloutBatch
+from grpo_kit.rollout.base import Sampled, SamplingConfig, to_rollout_batch
 
 
 class VLLMConfig(Strict):
@@ -129,7 +130,7 @@ class VLLMSampler:
                               include_stop_str_in_output=True, stop_token_ids=self.eos_ids,
                               seed=seed, logprobs=0 if self.logprobs else None)
 
-    def sample(self, prompt_ids: list[list[int]], seed: int) -> list[Sampled]:
+    def sample(self, prompt_ids: list[list[int]], seed: int) -> RolloutBatch:
         # vLLM seeds child k of a request with (its seed + k): space the prompts' seeds apart
         params = [self._params(_request_seed(seed, i)) for i in range(len(prompt_ids))]
         prompts = [{"prompt_token_ids": list(p)} for p in prompt_ids]
@@ -138,7 +139,7 @@ class VLLMSampler:
         if self.engine.sleep_mode:  # free the engine's memory for the update until the next sync
             self.llm.sleep(level=1)
             self._asleep = True
-        return [self._to_sampled(o) for o in outs]
+        return to_rollout_batch(prompt_ids, [self._to_sampled(o) for o in outs])
 
     def _wake(self, tags: list[str] | None = None) -> None:
         if self._asleep:

@@ -1,4 +1,4 @@
-"""Groups -> padded tensors, once per step; and the forward pass that gives token log-probs.
+"""The rollout record -> padded tensors, once per step; and the forward pass that gives token log-probs.
 
 Layout of one sequence (row): ``[pad .. pad, prompt, completion, pad .. pad]``: prompts are
 left-padded to P, completions right-padded to T, so every completion starts at column P and the
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from grpo_kit.algorithms.logprobs import token_entropy, token_logprobs
-from grpo_kit.records import Group
+from grpo_kit.records import RolloutBatch
 
 
 @dataclass
@@ -39,25 +39,29 @@ class Batch:
                      sl(self.sampler_logp), self.prompt_len)
 
 
-def make_batch(groups: list[Group], pad_id: int, device: torch.device) -> Batch:
-    P = max(len(g.prompt_ids) for g in groups)
-    T = max(1, max(len(c) for g in groups for c in g.completion_ids))
-    ids, att, comp, cmask, lps, trunc = [], [], [], [], [], []
-    has_lp = all(g.sampler_logprobs is not None for g in groups)
-    for g in groups:
-        for k, c in enumerate(g.completion_ids):
-            lp, rp = P - len(g.prompt_ids), T - len(c)
-            ids.append([pad_id] * lp + list(g.prompt_ids) + list(c) + [pad_id] * rp)
-            att.append([0] * lp + [1] * (len(g.prompt_ids) + len(c)) + [0] * rp)
-            comp.append(list(c) + [pad_id] * rp)
-            cmask.append([1] * len(c) + [0] * rp)
-            trunc.append(g.finish_reasons[k] == "length")
-            if has_lp:
-                lps.append(list(g.sampler_logprobs[k]) + [0.0] * rp)
-    rewards = torch.tensor([[float("nan") if r is None else r for r in g.reward] for g in groups],
-                           dtype=torch.float32)  # [B, G]
+def make_batch(rb: RolloutBatch, pad_id: int, device: torch.device) -> Batch:
+    """Tensors of a scored rollout batch whose groups all have G completions, in group order."""
+    groups = rb.groups()
+    G = len(groups[0])
+    if any(len(g) != G for g in groups) or [i for g in groups for i in g] != list(range(rb.size)):
+        raise ValueError("make_batch needs G completions per group, stored group by group")
+    P = max(len(p) for p in rb.prompt_ids)
+    T = max(1, max(len(c) for c in rb.completion_ids))
+    ids, att, comp, cmask, lps = [], [], [], [], []
+    has_lp = rb.sampler_logprobs is not None
+    for i, c in enumerate(rb.completion_ids):
+        p = rb.prompt_ids[rb.group_index[i]]
+        lp, rp = P - len(p), T - len(c)
+        ids.append([pad_id] * lp + list(p) + list(c) + [pad_id] * rp)
+        att.append([0] * lp + [1] * (len(p) + len(c)) + [0] * rp)
+        comp.append(list(c) + [pad_id] * rp)
+        cmask.append([1] * len(c) + [0] * rp)
+        if has_lp:
+            lps.append(list(rb.sampler_logprobs[i]) + [0.0] * rp)
+    rewards = torch.tensor([float("nan") if r is None else r for r in rb.reward],
+                           dtype=torch.float32).view(len(groups), G)  # [B, G]
     t = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=device)  # noqa: E731
-    return Batch(t(ids), t(att), t(comp), t(cmask), rewards.to(device), t(trunc, torch.bool),
+    return Batch(t(ids), t(att), t(comp), t(cmask), rewards.to(device), t(rb.truncated, torch.bool),
                  t(lps, torch.float32) if has_lp else None, P)
 
 

@@ -1,18 +1,50 @@
 """The training config: one pydantic tree, validated at load, saved into each run folder.
 
-Every variant of the algorithm is a named switch under ``algorithm`` (see the README's table).
+Every variant of the algorithm is a named switch under ``algorithm`` (see the README's table). The
+valid names of the switches that select a registry entry (``advantage``, ``loss_agg``,
+``kl.estimator``) come from the registries themselves (:data:`ADVANTAGE_ESTIMATORS`,
+:data:`AGGREGATIONS`, :data:`KL_ESTIMATORS`): adding an entry there is the whole change.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+import sys
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, model_validator
+import yaml
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from grpo_kit.config import RewardConfig, ScoringConfig, Strict
+from grpo_kit.algorithms.advantages import ADVANTAGE_ESTIMATORS
+from grpo_kit.algorithms.losses import AGGREGATIONS, KL_ESTIMATORS
+from grpo_kit.config import RewardConfig, ScoringConfig, Strict, apply_override, build_config, unique_reward_keys
 from grpo_kit.rollout.base import SamplingConfig
 from grpo_kit.rollout.vllm import VLLMConfig
 from tasks.config import TaskConfig
+
+
+def _one_of(what: str, names, hint: str = "") -> AfterValidator:
+    """A validator accepting the names ``names()`` gives (read at validation time)."""
+
+    def check(v: str) -> str:
+        valid = sorted(names())
+        if v not in valid:
+            raise ValueError(f"unknown {what} {v!r}; valid: {', '.join(valid)}{hint}")
+        return v
+
+    return AfterValidator(check)
+
+
+def group_estimators() -> list[str]:
+    """Critic-free advantage estimators (a group baseline): the GRPO family's choices."""
+    return [n for n, e in ADVANTAGE_ESTIMATORS.items() if not e.needs_values]
+
+
+def critic_estimators() -> list[str]:
+    """Advantage estimators that need a value model: PPO's choices."""
+    return [n for n, e in ADVANTAGE_ESTIMATORS.items() if e.needs_values]
+
+
+LossAgg = Annotated[str, _one_of("loss aggregation", lambda: AGGREGATIONS)]
 
 
 class ModelConfig(Strict):
@@ -26,19 +58,22 @@ class ModelConfig(Strict):
 
 class KLConfig(Strict):
     beta: float = Field(0.0, ge=0, description="KL coefficient; 0 = no reference model is loaded")
-    estimator: Literal["k1", "k2", "k3"] = Field("k3", description="per-token KL estimator")
+    estimator: Annotated[str, _one_of("KL estimator", lambda: KL_ESTIMATORS)] = Field(
+        "k3", description="per-token KL estimator (k1, k2, k3)")
     placement: Literal["loss", "reward"] = Field(
         "loss", description="loss: + beta * aggregate(KL); reward: - beta * KL per token in the reward")
-    target: float | None = Field(None, gt=0, description="adaptive controller target KL (Ziegler "
-                                 "et al. 2019); None = fixed beta")
-    horizon: int = Field(10000, ge=1, description="adaptive controller horizon")
+    target: float | None = Field(None, gt=0, description="adaptive controller (Ziegler et al. 2019): "
+                                 "the target KL per sequence, in nats (the sum over a completion's "
+                                 "tokens, averaged over the batch's sequences); None = fixed beta")
+    horizon: int = Field(10000, ge=1, description="adaptive controller horizon, in sequences (samples): "
+                         "each step moves beta by error x sequences in the step / horizon")
 
 
 class _PolicyLossConfig(Strict):
     """The switches of the clipped policy loss, shared by GRPO and PPO."""
 
-    loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant_norm"] = (
-        Field("token_mean", description="loss aggregation; constant_norm = Dr. GRPO"))
+    loss_agg: LossAgg = Field("token_mean", description="loss aggregation (grpo_kit.algorithms.losses."
+                              "AGGREGATIONS); constant_norm = Dr. GRPO")
     clip_low: float = Field(0.2, ge=0, description="PPO clip below 1")
     clip_high: float = Field(0.2, ge=0, description="PPO clip above 1 (> clip_low: DAPO clip-higher)")
     dual_clip: float | None = Field(None, gt=1, description="dual-clip constant c for A < 0")
@@ -58,8 +93,10 @@ class GRPOConfig(_PolicyLossConfig):
     """Critic-free GRPO and its variants (Dr. GRPO, RLOO, REINFORCE++-baseline, DAPO, GSPO)."""
 
     type: Literal["grpo"] = "grpo"
-    advantage: Literal["grpo", "dr_grpo", "rloo", "reinforce_pp_baseline"] = Field(
-        "grpo", description="advantage estimator (grpo_kit.algorithms.ADVANTAGE_ESTIMATORS)")
+    advantage: Annotated[str, _one_of("critic-free advantage estimator", group_estimators,
+                                      " (the estimators with a critic need algorithm.type: ppo)")] = Field(
+        "grpo", description="a critic-free advantage estimator of grpo_kit.algorithms.ADVANTAGE_ESTIMATORS "
+        "(grpo, dr_grpo, rloo, reinforce_pp_baseline); the ones that need a critic are PPO's")
     kl: KLConfig = Field(default_factory=KLConfig)
 
 
@@ -76,13 +113,24 @@ class PPOConfig(_PolicyLossConfig):
     """Classic RLHF PPO: policy, frozen reference, reward, value model; GAE advantages."""
 
     type: Literal["ppo"] = "ppo"
-    advantage: Literal["gae"] = Field("gae", description="GAE over per-token rewards")
+    advantage: Annotated[str, _one_of("advantage estimator with a critic", critic_estimators,
+                                      " (the critic-free ones need algorithm.type: grpo)")] = Field(
+        "gae", description="an estimator of ADVANTAGE_ESTIMATORS that needs a value model (gae: GAE "
+        "over per-token rewards); the critic-free ones are GRPO's (algorithm.type: grpo)")
     gamma: float = Field(1.0, ge=0, le=1, description="discount")
     lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")
     whiten_advantages: bool = Field(True, description="normalise advantages over the batch's tokens")
     kl: KLConfig = Field(default_factory=lambda: KLConfig(beta=0.05, placement="reward"),
                          description="classic PPO puts the KL penalty in the per-token reward")
     value: ValueConfig = Field(default_factory=ValueConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "PPOConfig":
+        if self.dynamic_sampling:
+            raise ValueError("dynamic_sampling drops groups whose rewards are all equal, which carry no "
+                             "signal only under a group baseline; PPO's critic learns from them. Set "
+                             "algorithm.dynamic_sampling: false, or algorithm.type: grpo")
+        return self
 
 
 AlgorithmConfig = Annotated[Union[GRPOConfig, PPOConfig], Field(discriminator="type")]
@@ -136,13 +184,19 @@ class TrainConfig(Strict):
     train: LoopConfig = Field(default_factory=LoopConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
+    @field_validator("rewards")
+    @classmethod
+    def _unique_keys(cls, v: list[RewardConfig] | None) -> list[RewardConfig] | None:
+        return unique_reward_keys(v)
+
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         G, B = self.sampling.n, self.train.prompts_per_step
         algo = self.algorithm
-        if G < 2 and algo.type == "grpo":
+        if G < 2 and not ADVANTAGE_ESTIMATORS[algo.advantage].needs_values:
             raise ValueError(f"sampling.n = {G}: advantage {algo.advantage!r} uses a group baseline "
-                             "and needs at least 2 completions per prompt; set sampling.n >= 2")
+                             "and needs at least 2 completions per prompt; set sampling.n >= 2 (or use "
+                             "algorithm.type: ppo, whose critic is the baseline)")
         total = B * G
         mb = self.train.minibatch_size or total
         if total % mb:
@@ -162,3 +216,50 @@ class TrainConfig(Strict):
     @property
     def micro_batch(self) -> int:
         return self.train.micro_batch_size or self.minibatch
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def resolve_train_config(config: str | None, sets: list[str]) -> tuple[TrainConfig, bool]:
+    """The config of ``grpo-kit train [CONFIG] [--set KEY=VALUE ...]``, and whether it is the demo.
+
+    ``--set seed=N`` sets every seed (``train.seed``, and ``sampling.seed`` and ``task.args.seed``
+    where the config has them). ``--set algorithm.type=T`` switching to another type starts that
+    type's block afresh: the file's ``algorithm`` keys are dropped (named on stderr) and the keys set
+    on the command line kept, so ``--set algorithm.type=ppo`` brings PPO's defaults."""
+    from grpo_kit.config import read_yaml
+    from grpo_kit.demo import demo_config
+
+    if config is None:
+        data, source = demo_config(), "built-in demo"
+    else:
+        data, source = read_yaml(config), str(config)
+    return build_config(apply_overrides(data, sets), TrainConfig, source), config is None
+
+
+def apply_overrides(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to a config's data (see :func:`resolve_train_config`)."""
+    file_type = (data.get("algorithm") or {}).get("type", "grpo")
+    algo_sets = [s for s in sets if s.partition("=")[0].startswith("algorithm.")]
+    new_type = next((yaml.safe_load(s.partition("=")[2]) for s in reversed(algo_sets)
+                     if s.partition("=")[0] == "algorithm.type"), file_type)
+    if new_type != file_type:
+        dropped = sorted(k for k in (data.get("algorithm") or {}) if k != "type")
+        data["algorithm"] = {}
+        if dropped:
+            print(f"grpo-kit: algorithm.type {file_type} -> {new_type}: the config's algorithm keys "
+                  f"{', '.join(dropped)} are dropped and {new_type}'s defaults apply (keep one with "
+                  "--set algorithm.KEY=VALUE)", file=sys.stderr)
+    for s in sets:
+        key, _, val = s.partition("=")
+        if key == "seed":  # every random seed at once
+            n = yaml.safe_load(val)
+            apply_override(data, f"train.seed={n}")
+            if (data.get("sampling") or {}).get("seed") is not None:
+                apply_override(data, f"sampling.seed={n}")
+            if "seed" in ((data.get("task") or {}).get("args") or {}):
+                apply_override(data, f"task.args.seed={n}")
+        else:
+            apply_override(data, s)
+    return data

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from grpo_kit.config import ConfigError
+from grpo_kit.errors import ConfigError
 from grpo_kit.metrics import group_stats
 from grpo_kit.rollout import make_sampler
 from grpo_kit.scoring import Scorer
@@ -40,21 +40,15 @@ def evaluate(cfg: TrainConfig, *, run_dir: Path | None = None, checkpoint: str |
                            model_path=model_cfg.path, engine=cfg.vllm)
     rewards = cfg.rewards if cfg.rewards is not None else task.default_rewards
     out_rows: list[dict[str, Any]] = []
+    columns = sorted({k for r in rows for k in r} - {"prompt"})
     with Scorer(rewards, cfg.scoring) as scorer:
         for s in range(0, len(rows), batch_prompts):
             chunk = rows[s:s + batch_prompts]
-            sampled = sampler.sample([encode_prompt(tok, r["prompt"]) for r in chunk], seed=cfg.train.seed + s)
-            comps, cols, gids = [], {}, []
-            for gi, (r, smp) in enumerate(zip(chunk, sampled)):
-                for text in smp.texts:
-                    comps.append(text)
-                    gids.append(s + gi)
-                    for key, v in r.items():
-                        cols.setdefault(key, []).append(v)
-            res = scorer.score(comps, cols, gids)
-            for i, text in enumerate(comps):
-                out_rows.append({"prompt_index": gids[i], "prompt": cols["prompt"][i], "completion": text,
-                                 **res.row(i)})
+            rb = sampler.sample([encode_prompt(tok, r["prompt"]) for r in chunk], seed=cfg.train.seed + s)
+            rb = rb.with_prompts([r["prompt"] for r in chunk], {k: [r.get(k) for r in chunk] for k in columns})
+            scorer.score_batch(rb)
+            out_rows += [{"prompt_index": s + rb.group_index[i], "prompt": rb.prompts[rb.group_index[i]],
+                          "completion": rb.completions[i], **rb.score_fields(i)} for i in range(rb.size)]
     keys = [r.key for r in rewards]
     gid = [r["prompt_index"] for r in out_rows]
     summary: dict[str, Any] = {"model": model_cfg.path, "task": task.name, "prompts": len(rows), "k": k,

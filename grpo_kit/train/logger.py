@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from grpo_kit.records import Group
+from grpo_kit.records import RolloutBatch
 
 
 class RunLogger:
@@ -41,16 +41,16 @@ class RunLogger:
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in clean.items() if k != "step"}, step=step)
 
-    def samples(self, step: int, groups: list[Group], k: int = 4) -> None:
+    def samples(self, step: int, rb: RolloutBatch, k: int = 4) -> None:
+        """Two completions of each of the first ``k`` groups, with their scores, to samples/."""
         out = self.run_dir / "samples"
         out.mkdir(exist_ok=True)
         with open(out / f"step-{step:06d}.jsonl", "w", encoding="utf-8") as f:
-            for g in groups[:k]:
-                for j in range(min(2, g.size)):
-                    f.write(json.dumps({"step": step, "prompt": g.prompt, "completion": g.completions[j],
-                                        "rewards": {n: v[j] for n, v in g.rewards.items()},
-                                        "reward": g.reward[j], "finish_reason": g.finish_reasons[j],
-                                        **{c: v for c, v in g.columns.items() if c != "prompt"}},
+            for b, members in enumerate(rb.groups()[:k]):
+                for i in members[:2]:
+                    f.write(json.dumps({"step": step, "prompt": rb.prompts[b], "completion": rb.completions[i],
+                                        **rb.score_fields(i), "finish_reason": rb.finish_reasons[i],
+                                        **{c: v[b] for c, v in rb.group_columns.items()}},
                                        ensure_ascii=False, default=str) + "\n")
 
     def close(self) -> None:

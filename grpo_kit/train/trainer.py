@@ -1,4 +1,4 @@
-"""The GRPO trainer. A step reads as: sample, score, advantages + loss + step, log.
+"""The trainer, GRPO or PPO. A step reads as: sample, score, advantages + loss + step, log.
 
     trainer = Trainer(cfg, run_dir)
     trainer.train()
@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from grpo_kit.algorithms.losses import AdaptiveKLController, FixedKLController
-from grpo_kit.config import ConfigError, dump_config
-from grpo_kit.records import Group
+from grpo_kit.config import dump_config
+from grpo_kit.errors import ConfigError
+from grpo_kit.records import RolloutBatch
 from grpo_kit.rollout import make_sampler
 from grpo_kit.scoring import Scorer
 from grpo_kit.train import checkpoint as ckpt
+from grpo_kit.train.algorithm import Algorithm
 from grpo_kit.train.batch import make_batch
 from grpo_kit.train.config import TrainConfig
 from grpo_kit.train.logger import RunLogger
@@ -87,13 +88,13 @@ class Trainer:
         self.rewards = cfg.rewards if cfg.rewards is not None else self.task.default_rewards
         self.model, self.tokenizer, self.device, self.autocast = load_policy(cfg.model)
         algo = cfg.algorithm
+        self.algorithm = Algorithm(algo, max_new_tokens=cfg.sampling.max_new_tokens)
         self.ref_model = None
         if algo.kl.beta > 0:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
             if self.autocast:  # its forward passes run in bf16 anyway: half the memory of fp32
                 self.ref_model.to(torch.bfloat16)
-        self.kl_ctl = (AdaptiveKLController(algo.kl.beta, algo.kl.target, algo.kl.horizon)
-                       if algo.kl.target else FixedKLController(algo.kl.beta))
+        self.kl_ctl = self.algorithm.kl_controller()
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps,
                                            weight_decay=o.weight_decay)
@@ -101,7 +102,7 @@ class Trainer:
         total_updates = cfg.train.steps * algo.epochs * (N // cfg.minibatch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, total_updates))
         self.critic = self.critic_optimizer = None
-        if algo.type == "ppo":  # the value model: PPO's fourth model
+        if self.algorithm.needs_critic:  # the value model: PPO's fourth model
             from grpo_kit.train.value import ValueModel
 
             self.critic = ValueModel.load(algo.value.model or cfg.model.path,
@@ -162,33 +163,16 @@ class Trainer:
         base = self.cfg.sampling.seed if self.cfg.sampling.seed is not None else self.cfg.train.seed
         return (base * 1_000_003 + step * 1009 + round_) % (2**31)
 
-    def sample_groups(self, rows: list[dict[str, Any]], seed: int) -> list[Group]:
+    def sample(self, rows: list[dict[str, Any]], seed: int) -> RolloutBatch:
+        """G completions for each dataset row, attributed to its prompt and columns."""
         prompt_ids = [encode_prompt(self.tokenizer, r["prompt"]) for r in rows]
-        sampled = self.sampler.sample(prompt_ids, seed)
-        return [Group(prompt=r["prompt"], prompt_ids=p, completions=s.texts, completion_ids=s.completion_ids,
-                      finish_reasons=s.finish_reasons, sampler_logprobs=s.logprobs,
-                      columns={k: v for k, v in r.items() if k != "prompt"})
-                for r, p, s in zip(rows, prompt_ids, sampled)]
+        rb = self.sampler.sample(prompt_ids, seed)
+        columns = {k: [r.get(k) for r in rows] for k in sorted({k for r in rows for k in r} - {"prompt"})}
+        return rb.with_prompts([r["prompt"] for r in rows], columns, policy_version=self.step)
 
-    def score_groups(self, groups: list[Group]) -> None:
-        comps, gids, cols = [], [], {}
-        keys = sorted({k for g in groups for k in g.columns})
-        for gi, g in enumerate(groups):
-            comps += g.completions
-            gids += [gi] * g.size
-            for k in ["prompt", *keys]:
-                v = g.prompt if k == "prompt" else g.columns.get(k)
-                cols.setdefault(k, []).extend([v] * g.size)
-        cols["completion_ids"] = [c for g in groups for c in g.completion_ids]
-        res = self.scorer.score(comps, cols, gids)
-        off = 0
-        for g in groups:
-            sl = slice(off, off + g.size)
-            g.rewards = {k: v[sl] for k, v in res.scores.items()}
-            g.reward = res.combined[sl]
-            g.reward_errors = {k: v[sl] for k, v in res.errors.items()}
-            off += g.size
-        self._report_reward_errors(res.errors)
+    def score(self, rb: RolloutBatch) -> None:
+        self.scorer.score_batch(rb)
+        self._report_reward_errors(rb.reward_errors)
 
     def _report_reward_errors(self, errors: dict[str, list]) -> None:
         for name, errs in errors.items():
@@ -199,60 +183,67 @@ class Trainer:
                       f"step {self.step + 1}: {bad[0]} (counted in metrics as rewards/{name}/errors; "
                       "further failures of this reward are only counted)", file=sys.stderr)
 
-    def collect(self, step: int) -> tuple[list[Group], dict[str, float]]:
-        """B scored groups; with dynamic sampling, groups whose rewards all agree are replaced by
-        fresh ones for up to ``max_sampling_rounds`` rounds, then the batch is filled with them."""
+    def collect(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
+        """B scored groups; with dynamic sampling, groups without signal (the algorithm's skip rule)
+        are replaced by fresh ones for up to ``max_sampling_rounds`` rounds, then the batch is filled
+        with them."""
         algo, B = self.cfg.algorithm, self.cfg.train.prompts_per_step
-        kept: list[Group] = []
-        dropped: list[Group] = []
+        kept: list[RolloutBatch] = []
+        dropped: list[RolloutBatch] = []
+        n_kept = 0
         t_sample = t_score = 0.0
         rounds = algo.max_sampling_rounds if algo.dynamic_sampling else 1
         for r in range(rounds):
-            rows = [self.dataset[i] for i in self.cursor.take(B - len(kept))]
+            rows = [self.dataset[i] for i in self.cursor.take(B - n_kept)]
             t0 = time.perf_counter()
-            groups = self.sample_groups(rows, self._seed(step, r))
+            rb = self.sample(rows, self._seed(step, r))
             t1 = time.perf_counter()
-            self.score_groups(groups)
+            self.score(rb)
             t_sample, t_score = t_sample + t1 - t0, t_score + time.perf_counter() - t1
-            for g in groups:
-                (dropped if algo.dynamic_sampling and _zero_variance(g) else kept).append(g)
-            if len(kept) >= B:
+            has_signal = [self.algorithm.group_has_signal([rb.reward[i] for i in g]) for g in rb.groups()]
+            keep = [b for b, ok in enumerate(has_signal) if ok or not algo.dynamic_sampling]
+            kept.append(rb.select_groups(keep) if len(keep) < rb.num_groups else rb)
+            dropped.append(rb.select_groups([b for b in range(rb.num_groups) if b not in keep]))
+            n_kept += len(keep)
+            if n_kept >= B:
                 break
-        filled = max(0, B - len(kept))
-        kept += dropped[:filled]
-        return kept, {"time/sample": t_sample, "time/score": t_score, "dynamic/rounds": r + 1,
-                      "dynamic/filled_groups": filled if algo.dynamic_sampling else 0}
+        filled = max(0, B - n_kept)
+        spare = RolloutBatch.concat(dropped)
+        batch = RolloutBatch.concat(kept + [spare.select_groups(range(min(filled, spare.num_groups)))])
+        return batch, {"time/sample": t_sample, "time/score": t_score, "dynamic/rounds": r + 1,
+                       "dynamic/filled_groups": filled if algo.dynamic_sampling else 0}
 
     # ------------------------------------------------------------------ the step
     def train_step(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         step = self.step + 1
-        groups, metrics = self.collect(step)
-        batch = make_batch(groups, self.tokenizer.pad_token_id, self.device)
-        zero_var = sum(_zero_variance(g) for g in groups) / len(groups)
-        if zero_var == 1.0:
-            metrics["skipped"] = "every group has zero reward variance: no learning signal"
+        rb, metrics = self.collect(step)
+        batch = make_batch(rb, self.tokenizer.pad_token_id, self.device)
+        no_signal = self.algorithm.no_signal_fraction(rb.reward, rb.groups())
+        if no_signal == 1.0:
+            metrics["skipped"] = ("no group has a learning signal (every group's rewards are equal, or "
+                                  "no completion has a reward)")
             metrics["time/update"] = 0.0
         else:
             t1 = time.perf_counter()
             gen = torch.Generator().manual_seed(self._seed(step, 99))
             metrics.update(policy_update(self.model, self.ref_model, self.optimizer, self.scheduler, batch,
-                                         self.cfg, autocast=self.autocast, beta=self.kl_ctl.beta,
+                                         self.cfg, self.algorithm, autocast=self.autocast, beta=self.kl_ctl.beta,
                                          generator=gen, critic=self.critic,
                                          critic_optimizer=self.critic_optimizer))
             metrics["time/update"] = time.perf_counter() - t1
             self.sampler.sync_weights(self.model)
-            if "kl" in metrics:
-                self.kl_ctl.update(metrics["kl"], self.cfg.train.prompts_per_step)
+            if "kl/sequence" in metrics:  # Ziegler et al.'s units: KL per sequence, n = sequences
+                self.kl_ctl.update(metrics["kl/sequence"], batch.size)
         self.step = step
-        metrics.update(step_metrics(groups, batch, zero_var))
+        metrics.update(step_metrics(rb, batch, no_signal))
         metrics["kl/beta"] = self.kl_ctl.beta
         metrics["time/step"] = time.perf_counter() - t0
         metrics["tokens_per_s"] = float(batch.completion_mask.sum()) / metrics["time/step"]
         row = {"step": step, **{k: metrics[k] for k in sorted(metrics)}}
         self.logger.log(row)
         if self.cfg.train.samples_every and step % self.cfg.train.samples_every == 0:
-            self.logger.samples(step, groups)
+            self.logger.samples(step, rb)
         return row
 
     def train(self) -> Path:
@@ -298,22 +289,19 @@ class Trainer:
         self.logger.close()
 
 
-def _zero_variance(g: Group) -> bool:
-    vals = [r for r in g.reward if r is not None]
-    return len(vals) < 2 or max(vals) - min(vals) < 1e-12
-
-
-def step_metrics(groups: list[Group], batch, zero_var: float) -> dict[str, float]:
+def step_metrics(rb: RolloutBatch, batch, no_signal: float) -> dict[str, float]:
     """Reward and length statistics of the step's completions."""
-    rewards = [r for g in groups for r in g.reward if r is not None]
-    out: dict[str, float] = {"zero_variance_groups": zero_var}
-    arr = np.array(rewards, dtype=np.float64)
+    out: dict[str, float] = {"zero_variance_groups": no_signal}
+    arr = np.array([r for r in rb.reward if r is not None], dtype=np.float64)
     out["reward/mean"] = float(arr.mean()) if len(arr) else float("nan")
     out["reward/std"] = float(arr.std()) if len(arr) else float("nan")
-    for name in groups[0].rewards:
-        vals = [v for g in groups for v in g.rewards[name] if v is not None]
-        errs = [e for g in groups for e in g.reward_errors.get(name, []) if e is not None]
+    failed = [any(e[i] is not None for e in rb.reward_errors.values()) for i in range(rb.size)]
+    out["reward/excluded"] = sum(f and r is None for f, r in zip(failed, rb.reward))  # on_error: exclude
+    for name, scores in rb.rewards.items():
+        vals = [v for v in scores if v is not None]
+        errs = [e for e in rb.reward_errors.get(name, []) if e is not None]
         out[f"rewards/{name}/mean"] = float(np.mean(vals)) if vals else float("nan")
+        out[f"rewards/{name}/none"] = sum(v is None for v in scores) - len(errs)
         out[f"rewards/{name}/errors"] = sum(not e.startswith("timeout") for e in errs)
         out[f"rewards/{name}/timeouts"] = sum(e.startswith("timeout") for e in errs)
     lens = batch.completion_mask.sum(-1).float()

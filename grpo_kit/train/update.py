@@ -7,9 +7,8 @@ from collections import defaultdict
 
 import torch
 
-from grpo_kit.algorithms.advantages import get_advantage_estimator, whiten
-from grpo_kit.algorithms.losses import (aggregate, entropy_loss, kl_in_reward, kl_penalty, policy_loss,
-                                        truncated_is_weights, value_loss)
+from grpo_kit.algorithms.losses import entropy_loss, truncated_is_weights, value_loss
+from grpo_kit.train.algorithm import Algorithm
 from grpo_kit.train.batch import Batch, forward_logprobs
 from grpo_kit.train.config import TrainConfig
 
@@ -28,52 +27,21 @@ def _logprobs_no_grad(model, batch: Batch, micro: int, cfg: TrainConfig, autocas
         batch, micro)
 
 
-def loss_mask(batch: Batch, cfg: TrainConfig) -> torch.Tensor:
-    m = batch.completion_mask.float()  # [N, T]
-    if cfg.algorithm.mask_truncated:
-        m = m * (~batch.truncated).float()[:, None]  # DAPO overlong filtering
-    return m
-
-
-def compute_advantages(batch: Batch, cfg: TrainConfig, mask: torch.Tensor, old_logp, ref_logp,
-                       beta: float, old_values=None) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
-    """Per-token advantages ``[N, T]`` (and PPO's returns) from the group rewards ``[B, G]``; with
-    the KL placed in the reward, ``-beta * KL`` is added per token first."""
-    algo = cfg.algorithm
-    token_rewards, metrics = None, {}
-    if beta > 0 and algo.kl.placement == "reward":
-        kl = kl_penalty(old_logp, ref_logp, algo.kl.estimator)  # [N, T]
-        token_rewards = kl_in_reward(torch.zeros_like(kl), kl, beta) * mask
-    estimator = get_advantage_estimator(algo.advantage)
-    kw = dict(gamma=algo.gamma, lam=algo.lam) if algo.type == "ppo" else {}
-    adv, returns = estimator(batch.rewards, mask, values=old_values, token_rewards=token_rewards, **kw)
-    if getattr(algo, "whiten_advantages", False):
-        adv = whiten(adv, mask) * mask
-    on = mask.bool()
-    if returns is not None and old_values is not None:  # how much of the return the critic explains
-        ret = returns[on]
-        metrics["value/explained_var"] = 1 - (ret - old_values[on]).var() / ret.var().clamp(min=1e-8)
-    vals = adv[on]
-    if vals.numel():
-        metrics |= {"advantage/mean": vals.mean(), "advantage/std": vals.std() if vals.numel() > 1 else 0.0,
-                   "advantage/min": vals.min(), "advantage/max": vals.max()}
-    return adv, returns, metrics
-
-
-def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: TrainConfig, *,
-                  autocast: bool, beta: float, generator: torch.Generator, critic=None,
+def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: TrainConfig, algorithm: Algorithm,
+                  *, autocast: bool, beta: float, generator: torch.Generator, critic=None,
                   critic_optimizer=None) -> dict:
-    """mu epochs over shuffled minibatches (policy and, for PPO, value model stepped together);
-    returns averaged metrics."""
+    """mu epochs over shuffled minibatches (policy and, with a critic, the value model stepped
+    together); returns averaged metrics."""
     algo, N = cfg.algorithm, batch.size
     mb, micro = cfg.minibatch, cfg.micro_batch
-    mask = loss_mask(batch, cfg)
-    need_old = algo.epochs > 1 or mb < N or (beta > 0 and algo.kl.placement == "reward")
+    mask = algorithm.loss_mask(batch)
+    need_old = algo.epochs > 1 or mb < N or (beta > 0 and algorithm.kl_in_reward)
     old_logp = _logprobs_no_grad(model, batch, micro, cfg, autocast) if need_old else None
     ref_logp = _logprobs_no_grad(ref_model, batch, micro, cfg, autocast) if beta > 0 else None
     old_values = (_no_grad_in_micro_batches(lambda sub: critic(sub, autocast), batch, micro)
                   if critic is not None else None)
-    adv, returns, metrics = compute_advantages(batch, cfg, mask, old_logp, ref_logp, beta, old_values)
+    adv, returns, metrics = algorithm.advantages(batch, mask, old_logp=old_logp, ref_logp=ref_logp, beta=beta,
+                                                 old_values=old_values)
     value_data = (critic, old_values, returns) if critic is not None else None
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
@@ -86,7 +54,7 @@ def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: Tra
             n_micro = -(-len(rows) // micro)
             for u in range(0, len(rows), micro):
                 idx = rows[u:u + micro]
-                m = _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg, autocast, beta,
+                m = _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg, algorithm, autocast, beta,
                                 num_tokens=norm_tok, num_seqs=len(rows), value_data=value_data)
                 for k, v in m.items():  # losses add up over micro-batches; the rest is averaged
                     sums[k] += float(v) if k.startswith("loss/") else float(v) / n_micro
@@ -110,8 +78,8 @@ def _optimizer_step(module, optimizer, scheduler, cfg: TrainConfig, sums, counts
     optimizer.zero_grad(set_to_none=True)
 
 
-def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConfig, autocast, beta,
-                *, num_tokens, num_seqs, value_data=None) -> dict:
+def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConfig, algorithm: Algorithm,
+                autocast, beta, *, num_tokens, num_seqs, value_data=None) -> dict:
     algo = cfg.algorithm
     sub = batch.rows(idx)
     logp, ent = forward_logprobs(model, sub, temperature=cfg.sampling.temperature, autocast=autocast,
@@ -123,26 +91,22 @@ def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConf
         if sub.sampler_logp is None:
             raise RuntimeError("algorithm.tis_cap needs the sampler's log-probs; this sampler gave none")
         is_w = truncated_is_weights(old, sub.sampler_logp, algo.tis_cap)
-    agg = dict(agg=algo.loss_agg, max_len=cfg.sampling.max_new_tokens, num_tokens=num_tokens,
-               num_seqs=num_seqs)
-    loss, metrics = policy_loss(logp, old, adv[idx], m, clip_low=algo.clip_low, clip_high=algo.clip_high,
-                                dual_clip=algo.dual_clip, ratio_level=algo.ratio_level,
-                                is_weights=is_w, **agg)
+    agg = algorithm.agg(num_tokens, num_seqs)
+    loss, metrics = algorithm.policy_loss(logp, old, adv[idx], m, is_weights=is_w, agg=agg)
     metrics = {f"policy/{k}": v for k, v in metrics.items()}
     metrics["loss/policy"] = loss.detach()
     if ref_logp is not None:
-        kl = kl_penalty(logp, ref_logp[idx], algo.kl.estimator)  # [n, T]
-        kl_agg = aggregate(kl, m, **agg)
-        metrics["kl"] = (kl.detach() * m).sum() / m.sum().clamp(min=1)
-        if algo.kl.placement == "loss":
-            loss = loss + beta * kl_agg
+        kl_term, kl_metrics = algorithm.kl_term(logp, ref_logp[idx], m, beta=beta, agg=agg)
+        metrics.update(kl_metrics)
+        if kl_term is not None:
+            loss = loss + kl_term
     if algo.entropy_coef > 0:
         loss = loss + algo.entropy_coef * entropy_loss(ent, m, **agg)
     metrics["entropy"] = (ent.detach() * m).sum() / m.sum().clamp(min=1)
-    if value_data is not None:  # PPO: the value model's clipped loss; its own parameters and optimizer
+    if value_data is not None:  # the critic's clipped loss; its own parameters and optimizer
         critic, old_values, returns = value_data
         vloss, vm = value_loss(critic(sub, autocast), old_values[idx], returns[idx], m,
-                               clip=cfg.algorithm.value.clip, **agg)
+                               clip=algo.value.clip, **agg)
         loss = loss + vloss
         metrics["loss/value"] = vloss.detach()
         metrics.update({f"value/{k}": v for k, v in vm.items()})
