@@ -94,8 +94,12 @@ class RolloutBatch:
     def with_prompts(self, prompts: list[Any], group_columns: dict[str, list] | None = None,
                      policy_version: int | None = None) -> "RolloutBatch":
         """The same completions, attributed to the dataset's prompts and their columns (a sampler
-        sees only token ids)."""
-        return _replace(self, prompts=list(prompts), group_columns=dict(group_columns or {}),
+        sees only token ids). As in TRL, the completions of a chat prompt (a list of messages) are
+        chat completions, ``[{"role": "assistant", "content": text}]``; of a text prompt, texts."""
+        completions = [[{"role": "assistant", "content": c}] if isinstance(prompts[g], list) and isinstance(c, str)
+                       else c for c, g in zip(self.completions, self.group_index)]
+        return _replace(self, prompts=list(prompts), completions=completions,
+                        group_columns=dict(group_columns or {}),
                         policy_version=self.policy_version if policy_version is None else policy_version)
 
     # ------------------------------------------------------------------ shape

@@ -53,3 +53,26 @@ def slow(completions, **columns):
 
 def with_setting(completions, *, bonus=0.0, **columns):
     return [1.0 + bonus for _ in completions]
+
+
+def length_penalty_that_hangs(completions, **columns):
+    """A penalty reward (-0.1 per character) that hangs on a completion containing SLEEP: a
+    timeout must not turn into 'no penalty'."""
+    out = []
+    for c in completions:
+        if "SLEEP" in c:
+            time.sleep(1000)
+        out.append(-0.1 * len(c))
+    return out
+
+
+def fails_on_digit_one(completions, **columns):
+    """Raises on any completion containing the digit 1, scores 1.0 otherwise."""
+    if any("1" in c for c in completions):
+        raise ValueError("a one")
+    return [1.0] * len(completions)
+
+
+def constant(completions, **columns):
+    """The same reward for everything: no group variance."""
+    return [1.0] * len(completions)

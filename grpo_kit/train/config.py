@@ -69,6 +69,15 @@ class KLConfig(Strict):
                          "each step moves beta by error x sequences in the step / horizon")
 
 
+class PPOKLConfig(KLConfig):
+    """PPO's KL defaults (classic RLHF PPO): in the per-token reward, beta 0.05. A partial block
+    (``kl: {beta: 0.1}``) keeps the other defaults of PPO, not GRPO's."""
+
+    beta: float = Field(0.05, ge=0, description="KL coefficient; 0 = no reference model is loaded")
+    placement: Literal["loss", "reward"] = Field(
+        "reward", description="reward: - beta * KL per token in the reward (PPO); loss: + beta * aggregate(KL)")
+
+
 class _PolicyLossConfig(Strict):
     """The switches of the clipped policy loss, shared by GRPO and PPO."""
 
@@ -120,8 +129,8 @@ class PPOConfig(_PolicyLossConfig):
     gamma: float = Field(1.0, ge=0, le=1, description="discount")
     lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")
     whiten_advantages: bool = Field(True, description="normalise advantages over the batch's tokens")
-    kl: KLConfig = Field(default_factory=lambda: KLConfig(beta=0.05, placement="reward"),
-                         description="classic PPO puts the KL penalty in the per-token reward")
+    kl: PPOKLConfig = Field(default_factory=PPOKLConfig,
+                            description="classic PPO puts the KL penalty in the per-token reward")
     value: ValueConfig = Field(default_factory=ValueConfig)
 
     @model_validator(mode="after")
