@@ -1,6 +1,7 @@
 """The tiny demo model: a ~124k-parameter Qwen2 that learns ``a+b=`` by GRPO on 2 CPU cores.
 
-Built locally (no hub), following the recipe in FACTS ("A GRPO demo that learns on 2 CPU cores"):
+Built locally (no hub), from a recipe that met the demo's targets at all 13 seeds tried in a
+plain-PyTorch prototype:
 
 - **Tokenizer**: word level, 14 tokens (``<pad>``, ``<eos>``, ``0``-``9``, ``+``, ``=``), one
   character per token (spaces are dropped), decoded without spaces (``[1, 2] -> "12"``), left
@@ -81,11 +82,11 @@ def build_tokenizer(out_dir: str | Path):
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>",
                                         padding_side="left", chat_template=CHAT_TEMPLATE)
     # unk_token null keeps AutoTokenizer's Qwen2Tokenizer at 14 tokens
-    _save_tokenizer(tokenizer, Path(out_dir), unk_token=None)
+    save_tokenizer(tokenizer, Path(out_dir), unk_token=None)
     return tokenizer
 
 
-def _save_tokenizer(tokenizer, out_dir: Path, **extra) -> None:
+def save_tokenizer(tokenizer, out_dir: Path, **extra) -> None:
     """``save_pretrained``, then write the class and ``padding_side`` (otherwise lost) into
     ``tokenizer_config.json``, with ``extra`` keys."""
     tokenizer.save_pretrained(out_dir)
@@ -95,7 +96,7 @@ def _save_tokenizer(tokenizer, out_dir: Path, **extra) -> None:
     config_file.write_text(json.dumps(config, indent=2) + "\n")
 
 
-def _new_model(tokenizer, vocab_size: int, seed: int, **overrides):
+def new_qwen2(tokenizer, vocab_size: int, seed: int, **overrides):
     """A freshly initialised Qwen2 of the :data:`MODEL` shape whose generation config uses the
     tokenizer's pad and eos and no bos."""
     import torch
@@ -149,7 +150,7 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, warm_start_steps: in
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(out_dir)
-    model = _new_model(tokenizer, len(TOKENS), seed)
+    model = new_qwen2(tokenizer, len(TOKENS), seed)
     start, loss = time.perf_counter(), None
     if warm_start_steps > 0:
         loss = _warm_start(model, warm_start_steps)
@@ -182,37 +183,3 @@ def _warm_start(model, steps: int) -> float:
         optimizer.step()
     model.eval()
     return round(loss.detach().item(), 4)
-
-
-STAND_IN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-STAND_IN_CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
-    "+ '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-
-
-def build_stand_in(out_dir: str | Path, *, seed: int = 0) -> Path:
-    """A randomly initialised Qwen2 of ~150k parameters that reads any text: the stand-in for a
-    real model when checking that a recipe loads, resolves and trains (``tests/test_recipes.py``).
-
-    Tokenizer: byte-level BPE with no merges (one token per byte, as Qwen's tokenizer before its
-    merges) plus Qwen's ``<|endoftext|>`` (eos and pad), ``<|im_start|>`` and ``<|im_end|>``, and a
-    ChatML template; every loader (``PreTrainedTokenizerFast``, ``AutoTokenizer``, vLLM) gives the
-    same ids. Model: hidden 64, 2 layers, head_dim 32, 4096 positions.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    vocab.update({t: len(vocab) + i for i, t in enumerate(STAND_IN_SPECIALS)})
-    backend = Tokenizer(models.BPE(vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                                  additional_special_tokens=STAND_IN_SPECIALS[1:], padding_side="left",
-                                  chat_template=STAND_IN_CHAT_TEMPLATE)
-    _save_tokenizer(tok, out_dir)
-    _new_model(tok, len(vocab), seed, max_position_embeddings=4096).save_pretrained(out_dir)
-    return out_dir

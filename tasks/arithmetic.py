@@ -1,6 +1,6 @@
 """Arithmetic facts for the tiny demo model: the prompt ``"3+5="``, the gold ``"8"``.
 
-Small enough for a ~100k-parameter model to learn with GRPO on 2 CPU cores (see
+Small enough for the ~124k-parameter demo model to learn with GRPO on 2 CPU cores (see
 :mod:`grpo_kit.demo`): by default the 100 facts ``a+b`` with a, b in 0..9. The prompt style is
 ``"raw"`` (no R1 template: the demo tokenizer knows only digits, ``+`` and ``=``). ``"-"`` facts
 are generated with a >= b only (no negative answers); note the demo tokenizer has no ``-`` or ``*``.

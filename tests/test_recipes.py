@@ -1,5 +1,5 @@
 """The GPU recipes in recipes/: each resolves as written, and loads, builds and trains two steps on
-a tiny stand-in model (grpo_kit.demo.build_stand_in) with local data shaped like its hub dataset.
+a tiny stand-in model (tests/tiny_models.py: build_stand_in) with local data shaped like its hub dataset.
 
 Here with the hf sampler; tests/test_vllm_sampler.py runs them with their own sampler, vllm.
 Only the sizes are shrunk (model, data, lengths, batch); every algorithm setting is the recipe's.
@@ -27,7 +27,7 @@ MATH_ROWS = [{"problem": f"What is ${a}/{b}$ in lowest terms?", "solution": f"It
 
 def make_stand_in(root: Path) -> tuple[Path, dict[str, str]]:
     """``(model path, {task name: local dataset path})`` written under ``root``."""
-    from grpo_kit.demo import build_stand_in
+    from tests.tiny_models import build_stand_in
 
     data = {}
     for name, rows in (("gsm8k", GSM8K_ROWS), ("math", MATH_ROWS)):

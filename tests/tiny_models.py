@@ -72,3 +72,42 @@ def build_tiny_classifier(path: str | Path, *, seed: int = 0, chat_template: boo
     torch.manual_seed(seed)
     Qwen2ForSequenceClassification(config).save_pretrained(path)
     return path
+
+
+# --------------------------------------------------------------------------- the recipes' stand-in
+# Lives with the tests, not in the package: only the recipe tests need it.
+
+STAND_IN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+STAND_IN_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
+    "+ '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def build_stand_in(out_dir: str | Path, *, seed: int = 0) -> Path:
+    """A randomly initialised Qwen2 of ~140k parameters that reads any text: the stand-in for a
+    real model when checking that a recipe loads, resolves and trains (``tests/test_recipes.py``, ``tests/test_vllm_sampler.py``).
+
+    Tokenizer: byte-level BPE with no merges (one token per byte, as Qwen's tokenizer before its
+    merges) plus Qwen's ``<|endoftext|>`` (eos and pad), ``<|im_start|>`` and ``<|im_end|>``, and a
+    ChatML template; every loader (``PreTrainedTokenizerFast``, ``AutoTokenizer``, vLLM) gives the
+    same ids. Model: hidden 64, 2 layers, head_dim 32, 4096 positions.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from grpo_kit.demo import new_qwen2, save_tokenizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab.update({t: len(vocab) + i for i, t in enumerate(STAND_IN_SPECIALS)})
+    backend = Tokenizer(models.BPE(vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                  additional_special_tokens=STAND_IN_SPECIALS[1:], padding_side="left",
+                                  chat_template=STAND_IN_CHAT_TEMPLATE)
+    save_tokenizer(tok, out_dir)
+    new_qwen2(tok, len(vocab), seed, max_position_embeddings=4096).save_pretrained(out_dir)
+    return out_dir

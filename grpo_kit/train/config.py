@@ -50,7 +50,8 @@ LossAgg = Annotated[str, _one_of("loss aggregation", lambda: AGGREGATIONS)]
 class ModelConfig(Strict):
     path: str = Field(description="local path or hub id of a causal LM (AutoModelForCausalLM)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="weights dtype; auto = float32 on CPU, bfloat16 on GPU")
+        "auto", description="weights dtype; auto = float32 everywhere (the optimizer's weights); on a GPU "
+        "the forward passes run under bf16 autocast (see `autocast`)")
     device: str = Field("auto", description="auto = cuda when available, else cpu")
     gradient_checkpointing: bool | None = Field(None, description="default: on for GPU, off for CPU")
     autocast: bool | None = Field(None, description="bf16 autocast of forward passes; default on GPU")
