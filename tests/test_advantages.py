@@ -6,6 +6,7 @@ import statistics
 import pytest
 import torch
 
+from grpo_kit.errors import ConfigError
 from grpo_kit.algorithms.advantages import (
     ADVANTAGE_ESTIMATORS,
     BASELINES,
@@ -227,7 +228,7 @@ def test_whiten():
 
 def test_registry_names_and_unknown_name():
     assert set(ADVANTAGE_ESTIMATORS) == {"grpo", "dr_grpo", "rloo", "reinforce_pp_baseline", "gae"}
-    with pytest.raises(KeyError, match="known: dr_grpo, gae, grpo, reinforce_pp_baseline, rloo"):
+    with pytest.raises(ConfigError, match="known: dr_grpo, gae, grpo, reinforce_pp_baseline, rloo"):
         get_advantage_estimator("ppo")
 
 

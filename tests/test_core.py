@@ -308,3 +308,22 @@ def test_each_reward_is_sent_only_the_columns_it_takes(fx):
     with Scorer([RewardConfig(name=fx("answer_match"))], ScoringConfig(workers=1)) as s:
         rb = s.score(["4", "5"], {"answer": ["4", "4"], "blob": [lambda: 0, lambda: 1]})
     assert rb.rewards[fx("answer_match")] == [1.0, 0.0] and not any(rb.reward_errors[fx("answer_match")])
+
+
+# --------------------------------------------------------------------------- the command line's errors
+
+
+def test_a_programming_error_keeps_its_traceback(tmp_path, tiny_model, monkeypatch):
+    """Only user errors (ConfigError, InputError, RewardFailure) become one line and exit 2; a
+    KeyError from deep inside training is a bug and propagates with its traceback."""
+    from grpo_kit.cli import main
+    from grpo_kit.train.trainer import Trainer
+
+    def broken_step(self):
+        return {}["a bug"]
+
+    monkeypatch.setattr(Trainer, "train_step", broken_step)
+    cfg = small_config(tmp_path, tiny_model)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["train", str(cfg), "--output-dir", str(tmp_path / "run")])
+    assert main(["train", str(cfg), "--set", "algorithm.advantage=nope"]) == 2  # a user error: one line
