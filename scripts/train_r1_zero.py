@@ -49,7 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--micro-batch", type=int, default=16, help="sequences per forward/backward")
     p.add_argument("--sampler", choices=["hf", "vllm"], default="hf",
                    help="hf: transformers generate; vllm: a colocated vLLM engine, weights synced each step")
-    p.add_argument("--vllm-memory", type=float, default=0.3, help="vllm: gpu_memory_utilization")
+    p.add_argument("--vllm-memory", type=float, default=None,
+                   help="vllm: gpu_memory_utilization, the GPU's share (default 0.3 on a GPU)")
+    p.add_argument("--vllm-kv-cache", default=None,
+                   help="vllm: kv_cache_memory_bytes, e.g. 512MiB (default on a CPU: sized for the model)")
     p.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs (faster start)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/r1-zero", help="folder for metrics.jsonl and the final model")
@@ -72,7 +75,8 @@ def main(argv=None) -> None:
     data = task.load("train")
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed)).tolist()
     sampling = SamplingConfig(n=args.group, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
-    engine = VLLMConfig(gpu_memory_utilization=args.vllm_memory, enforce_eager=args.enforce_eager)
+    engine = VLLMConfig(gpu_memory_utilization=args.vllm_memory, kv_cache_memory_bytes=args.vllm_kv_cache,
+                        enforce_eager=args.enforce_eager)
     sampler = make_sampler(args.sampler, model, tok, sampling, logprobs=False, model_path=args.model, engine=engine)
     scorer = Scorer(task.default_rewards, ScoringConfig(workers=2, timeout=5.0))
     log = open(out / "metrics.jsonl", "w")

