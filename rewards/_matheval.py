@@ -178,7 +178,12 @@ def _evalf(node, env) -> complex:  # noqa: C901 (a flat dispatch)
     if kind == "inv":
         return 1 / _evalf(node[1], env)
     if kind == "pow":
-        return _pow(_evalf(node[1], env), _evalf(node[2], env))
+        b, e = _evalf(node[1], env), _evalf(node[2], env)
+        if b.imag == 0 and b.real < 0 and e.imag == 0 and e.real != int(e.real):
+            q = _odd_denominator(node[2])  # x^{2/3} at x < 0: the real branch, as \\sqrt[3]{x}^2
+            if q:
+                return complex((-1) ** q * (-b.real) ** e.real)
+        return _pow(b, e)
     if kind == "root":
         n, x = _evalf(node[1], env), _evalf(node[2], env)
         if n.imag == 0 and n.real % 2 == 1 and x.imag == 0 and x.real < 0:
@@ -202,6 +207,14 @@ def _evalf(node, env) -> complex:  # noqa: C901 (a flat dispatch)
             raise ValueError("binom")
         return complex(math.gamma(n.real + 1) / (math.gamma(k.real + 1) * math.gamma(n.real - k.real + 1)))
     raise ValueError(f"{kind} in arithmetic")
+
+
+def _odd_denominator(node) -> int:
+    """For an exponent ``p/q`` with ``q`` odd: ``p % 2 + 2`` (the sign power), else 0."""
+    v = exact(node) if not symbols(node) else None
+    if v is None or v.denominator % 2 == 0:
+        return 0
+    return 1 if v.numerator % 2 else 2
 
 
 def _pow(b: complex, e: complex) -> complex:
@@ -229,7 +242,7 @@ def symbols(node, acc: set[str] | None = None) -> set[str]:
     acc = set() if acc is None else acc
     if node[0] == "sym":
         acc.add(node[1])
-    elif node[0] in ("add", "mul", "list", "set", "union"):
+    elif node[0] in ("add", "mul", "list", "set", "union", "ratio"):
         for c in node[1]:
             symbols(c, acc)
     elif node[0] == "tuple":
@@ -263,71 +276,104 @@ def _samples(a, b) -> list[tuple[complex, complex] | None]:
     return out
 
 
-def _close(x: complex, y: complex) -> bool:
-    return abs(x - y) <= REL_TOL * max(abs(x), abs(y)) + 1e-12
+def _close(x: complex, y: complex, rel: float = REL_TOL) -> bool:
+    return abs(x - y) <= rel * max(abs(x), abs(y)) + 1e-12
 
 
 # ----------------------------------------------------------------------------- comparison
 
-_STRUCTS = ("list", "set", "tuple", "union", "matrix", "rel")
+_STRUCTS = ("list", "set", "tuple", "union", "matrix", "rel", "ratio")
 _FLIP = {">": "<", ">=": "<=", "<": ">", "<=": ">="}
 
 
-def values_equal(a, b) -> bool:
-    """Whether two parsed answers are the same mathematical object (policy in :mod:`rewards.math`)."""
+def values_equal(a, b, tol: float | None = None) -> bool:  # noqa: C901 (one branch per kind pair)
+    """Whether two parsed answers are the same mathematical object (policy in :mod:`rewards.math`);
+    ``tol``, when set, is the relative tolerance for numeric constants (else they compare exactly)."""
     a, b = expand_pm(a), expand_pm(b)
     ka, kb = a[0], b[0]
+    if _is_inequality(a) or _is_inequality(b):  # sets of reals: -2 <= x <= 7 == [-2, 7]
+        sa, sb = real_set(a), real_set(b)
+        if sa is not None and sb is not None and (ka != "rel" or kb != "rel"):
+            return _real_sets_equal(sa, sb, tol)
     if ka == "rel" and kb == "rel":
-        return _rel_equal(a, b)
+        return _rel_equal(a, b, tol)
     if ka == "rel" or kb == "rel":
         rel, other = (a, b) if ka == "rel" else (b, a)
         value = assigned_value(rel)
-        return value is not None and values_equal(value, other)
+        return value is not None and values_equal(value, other, tol)
     if ka in ("list", "set") or kb in ("list", "set"):
-        if ka in ("tuple", "matrix", "union") or kb in ("tuple", "matrix", "union"):
+        if ka in ("tuple", "matrix", "union", "ratio") or kb in ("tuple", "matrix", "union", "ratio"):
             return False
-        return _unordered_equal(_items(a), _items(b))
+        return _unordered_equal(_items(a), _items(b), tol)
     if ka == "union" or kb == "union":
-        return _unordered_equal(_items(a), _items(b))
+        return _unordered_equal(_items(a), _items(b), tol)
     if ka == "tuple" and kb == "tuple":
-        return (
-            a[1:3] == b[1:3]
-            and len(a[3]) == len(b[3])
-            and all(values_equal(x, y) for x, y in zip(a[3], b[3]))
-        )
+        return a[1:3] == b[1:3] and _pairwise(a[3], b[3], tol)
+    if ka == "ratio" and kb == "ratio":
+        return _pairwise(a[1], b[1], tol)
     if ka == "matrix" and kb == "matrix":
         ra, rb = a[1], b[1]
-        return (
-            len(ra) == len(rb)
-            and all(len(x) == len(y) for x, y in zip(ra, rb))
-            and all(expr_equal(x, y) for rx, ry in zip(ra, rb) for x, y in zip(rx, ry))
-        )
+        return len(ra) == len(rb) and all(len(x) == len(y) and _pairwise(x, y, tol) for x, y in zip(ra, rb))
     if ka in _STRUCTS or kb in _STRUCTS:
         return False
-    return expr_equal(a, b)
+    return expr_equal(a, b, tol)
+
+
+def _pairwise(xs: list, ys: list, tol) -> bool:
+    return len(xs) == len(ys) and all(values_equal(x, y, tol) for x, y in zip(xs, ys))
 
 
 def _items(node) -> list:
     return node[1] if node[0] in ("list", "set", "union") else [node]
 
 
-def _unordered_equal(xs: list, ys: list) -> bool:
+def _unordered_equal(xs: list, ys: list, tol=None) -> bool:
     if len(xs) > MAX_ITEMS or len(ys) > MAX_ITEMS:
         return False
-    return all(any(values_equal(x, y) for y in ys) for x in xs) and all(
-        any(values_equal(x, y) for x in xs) for y in ys
+    return all(any(values_equal(x, y, tol) for y in ys) for x in xs) and all(
+        any(values_equal(x, y, tol) for x in xs) for y in ys
     )
 
 
+def is_name(node) -> bool:
+    """A name, not a value: symbols joined by products, quotients, ``|.|``, ``:`` or a tuple
+    (``x``, ``AB``, ``\\frac{NO}{BO}``, ``|AB|``, ``(p, q)``, ``V_1 : V_2``, ``f(x)``)."""
+    kind = node[0]
+    if kind == "sym":
+        return True
+    if kind in ("mul", "ratio"):
+        return all(is_name(c) for c in node[1])
+    if kind in ("inv", "abs"):
+        return is_name(node[1])
+    if kind == "tuple":
+        return node[1:3] == ("(", ")") and all(is_name(c) for c in node[3])
+    return False
+
+
 def assigned_value(rel):
-    """``x = 3`` -> ``3``: the right side of a single ``=`` whose left side is one variable."""
+    """The value an ``=`` answer gives: ``x = 3`` -> ``3``, ``(p,q) = (3,2)`` -> ``(3,2)``; the last
+    member of a chain whose other members are names or constants (``x = 2+3 = 5`` -> ``5``)."""
     ops, sides = rel[1], rel[2]
-    if ops == ["="] and sides[0][0] == "sym" and sides[1][0] != "sym":
-        return sides[1]
+    if any(op != "=" for op in ops) or is_name(sides[-1]):
+        return None
+    first, middle, last = sides[0], sides[1:-1], sides[-1]
+    if not all(not symbols(m) or is_name(m) for m in middle):
+        return None
+    if is_name(first) or (not symbols(first) and not symbols(last)):  # x = 3; 2 + 3 = 5
+        return last
     return None
 
 
-def _rel_equal(a, b) -> bool:
+def _reduce_chain(rel):
+    """``x = 5+5+1 = 11`` -> ``x = 11``: a chain of ``=`` from a name compares as its last member."""
+    ops, sides = rel[1], rel[2]
+    if len(ops) > 1 and all(op == "=" for op in ops) and is_name(sides[0]):
+        return ("rel", ["="], [sides[0], sides[-1]])
+    return rel
+
+
+def _rel_equal(a, b, tol=None) -> bool:
+    a, b = _reduce_chain(a), _reduce_chain(b)
     ops_a, sa = a[1], a[2]
     ops_b, sb = b[1], b[2]
     if len(ops_a) == 1 and len(ops_b) == 1:
@@ -338,14 +384,18 @@ def _rel_equal(a, b) -> bool:
             ob, sb = _FLIP[ob], sb[::-1]
         if oa != ob:
             return False
+        if oa == "=" and all(is_name(x) for x in (sa[0], sb[0])) and symbols(sa[0]) == symbols(sb[0]):
+            return values_equal(sa[0], sb[0]) and values_equal(sa[1], sb[1], tol)  # (x,y) = (1,2)
         return _proportional(("add", [sa[0], ("neg", sa[1])]), ("add", [sb[0], ("neg", sb[1])]), oa)
     if ops_b != ops_a:
         ops_b, sb = [_FLIP.get(o, o) for o in ops_b[::-1]], sb[::-1]
-    return ops_a == ops_b and all(expr_equal(x, y) for x, y in zip(sa, sb))
+    return ops_a == ops_b and all(expr_equal(x, y, tol) for x, y in zip(sa, sb))
 
 
 def _proportional(d1, d2, op: str) -> bool:
     """``d1 = c * d2`` for a constant ``c`` (nonzero; positive for inequalities)."""
+    if d1[0] in _STRUCTS or d2[0] in _STRUCTS or any(x[0] in _STRUCTS for d in (d1, d2) for x in d[1]):
+        return False
     samples = _samples(d1, d2)
     valid = [s for s in samples if s is not None]
     if len(valid) < min(2, len(samples)):
@@ -367,6 +417,85 @@ def _proportional(d1, d2, op: str) -> bool:
     return True
 
 
+# ----------------------------------------------------------------------------- sets of reals
+
+_NEG_INF = ("neg", ("const", "inf"))
+
+
+def _is_inequality(node) -> bool:
+    return node[0] == "rel" and all(op in _FLIP for op in node[1])
+
+
+def real_set(node):
+    """A set of reals as ``[(lo, lo_closed, hi, hi_closed), ...]``, or ``None``: an interval, a
+    union of intervals, or an inequality in one variable (``-2 <= x <= 7``, ``x > 2``,
+    ``1 <= |z| <= 3/2``)."""
+    kind = node[0]
+    if kind == "tuple" and len(node[3]) == 2:
+        return [(node[3][0], node[1] == "[", node[3][1], node[2] == "]")]
+    if kind == "union":
+        parts = [real_set(x) for x in node[1]]
+        return None if any(p is None for p in parts) else [iv for p in parts for iv in p]
+    if not _is_inequality(node) or len(node[1]) > 2:
+        return None
+    ops, sides = list(node[1]), list(node[2])
+    if ops[0] in (">", ">="):
+        ops, sides = [_FLIP[o] for o in ops[::-1]], sides[::-1]
+    if any(o in (">", ">=") for o in ops):
+        return None
+    if len(ops) == 2:
+        lo, var, hi = sides
+        return _bounded(var, lo, ops[0] == "<=", hi, ops[1] == "<=")
+    left, right = sides
+    if _variable(left) and not symbols(right):
+        return _bounded(left, _NEG_INF, False, right, ops[0] == "<=")
+    if _variable(right) and not symbols(left):
+        return _bounded(right, left, ops[0] == "<=", ("const", "inf"), False)
+    return None
+
+
+def _variable(node) -> bool:
+    return (is_name(node) and node[0] != "tuple") or (node[0] == "abs" and is_name(node[1]))
+
+
+def _bounded(var, lo, lo_closed, hi, hi_closed):
+    if not _variable(var) or symbols(lo) or symbols(hi):
+        return None
+    if var[0] != "abs":
+        return [(lo, lo_closed, hi, hi_closed)]
+    lo_v = _real(lo)  # a <= |x| <= b: [-b, -a] U [a, b] for a > 0, [-b, b] for a <= 0
+    if lo_v is None:
+        return None
+    if lo_v <= 0:
+        return [(("neg", hi), hi_closed, hi, hi_closed)]
+    return [(("neg", hi), hi_closed, ("neg", lo), lo_closed), (lo, lo_closed, hi, hi_closed)]
+
+
+def _real(node) -> float | None:
+    if _inf_sign(node):
+        return float(_inf_sign(node)) * math.inf
+    try:
+        z = evalf(node, {})
+    except (EvalError, KeyError):
+        return None
+    return z.real if abs(z.imag) < 1e-12 else None
+
+
+def _real_sets_equal(a: list, b: list, tol) -> bool:
+    if len(a) != len(b) or len(a) > MAX_ITEMS:
+        return False
+    key = [(_real(iv[0]), _real(iv[2])) for iv in a + b]
+    if any(k[0] is None or k[1] is None for k in key):
+        return False
+    order_a = sorted(range(len(a)), key=lambda i: key[i])
+    order_b = sorted(range(len(b)), key=lambda i: key[len(a) + i])
+    return all(
+        a[i][1] == b[j][1] and a[i][3] == b[j][3] and expr_equal(a[i][0], b[j][0], tol)
+        and expr_equal(a[i][2], b[j][2], tol)
+        for i, j in zip(order_a, order_b)
+    )  # fmt: skip
+
+
 def _inf_sign(node) -> int:
     if node == ("const", "inf"):
         return 1
@@ -375,11 +504,11 @@ def _inf_sign(node) -> int:
     return 0
 
 
-def expr_equal(a, b) -> bool:
-    """Whether two expression trees agree: exactly when both are rational constants, else at
-    :data:`N_POINTS` points to a relative :data:`REL_TOL`."""
+def expr_equal(a, b, tol: float | None = None) -> bool:
+    """Whether two expression trees agree: exactly when both are rational constants (to a relative
+    ``tol`` when it is set), else at :data:`N_POINTS` points to a relative :data:`REL_TOL`."""
     if a[0] in _STRUCTS or b[0] in _STRUCTS:
-        return values_equal(a, b)
+        return values_equal(a, b, tol)
     sa, sb = _inf_sign(a), _inf_sign(b)
     if sa or sb:
         return sa == sb
@@ -389,12 +518,13 @@ def expr_equal(a, b) -> bool:
     if not free:
         ea, eb = exact(a), exact(b)
         if ea is not None and eb is not None:
-            return ea == eb
+            return ea == eb or (tol is not None and abs(ea - eb) <= tol * max(abs(ea), abs(eb)))
     samples = _samples(a, b)
     valid = [s for s in samples if s is not None]
     if len(valid) < min(2, len(samples)):
         return False
-    return all(_close(x, y) for x, y in valid)
+    rel = max(REL_TOL, tol) if tol is not None and not free else REL_TOL
+    return all(_close(x, y, rel) for x, y in valid)
 
 
 def _has_pm(node) -> bool:

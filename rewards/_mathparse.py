@@ -15,12 +15,17 @@ recursive-descent parser that builds a tree of plain tuples:
 ``("fn", name, x)``         ``sin`` ... ``exp``; ``("log", base|None, x)``; ``("abs", x)``
 ``("fact", x)``             ``x!``; ``("binom", n, k)``
 ``("rel", [op,..], [x,..])`` a chain of relations, ``op`` in ``= < <= > >= !=``
-``("list", [v, ...])``      a bare comma list ``1, 2``
+``("ratio", [x, ...])``     ``a : b``
+``("list", [v, ...])``      a bare list ``1, 2`` (items joined by ``,``, ``;``, ``and``, ``or``)
 ``("set", [v, ...])``       ``\\{1, 2\\}``
 ``("tuple", o, c, [v,..])`` ``(1, 2)``, ``[1, 2)``: ``o``/``c`` are the brackets
 ``("union", [v, ...])``     ``A \\cup B``
 ``("matrix", [[x, ..],..])`` a ``pmatrix``/``bmatrix``/``matrix`` environment
 ==========================  ===============================================================
+
+Numbers separated only by a space are never a product: ``a b/c`` (``0 <= b < c``) is a mixed
+number, digit groups of three (``1 000``) are one number, anything else (``2 3``, ``11 6/6``) is a
+:class:`ParseError`.
 
 Bounds: nesting deeper than :data:`MAX_DEPTH` raises :class:`ParseError` (no ``RecursionError``
 on 10,000 nested parentheses); the caller caps the input length.
@@ -56,7 +61,7 @@ RELOPS = {
     r"\ge": ">=", r"\geq": ">=", r"\geqslant": ">=", r"\lt": "<", r"\gt": ">",
     r"\ne": "!=", r"\neq": "!=",
 }  # fmt: skip
-MATRIX_ENVS = {"pmatrix", "bmatrix", "Bmatrix", "matrix", "smallmatrix"}
+MATRIX_ENVS = {"pmatrix", "bmatrix", "Bmatrix", "vmatrix", "matrix", "smallmatrix", "array"}
 
 
 class ParseError(ValueError):
@@ -76,8 +81,16 @@ _DROP = re.compile(
     r"limits|mathrm(?=\{[a-zA-Z]\}))(?![a-zA-Z])|\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ"
     r"|\\degree|(?<!\\)\\!"
 )
-_SPACES = re.compile(r"(?<!\\)\\[,;: ]|\\q?quad(?![a-zA-Z])|~")
-_THOUSANDS_CMD = re.compile(r"(?<=\d)(?:\{,\}|\\,)(?=\d{3}(?!\d))")
+_SPACES = re.compile(r"(?<!\\)\\[,;: ]|\\q?quad|~")
+_THOUSANDS_CMD = re.compile(r"(?<=\d)\s*(?:\{\s*,\s*\}|\\,|,\s*\\!)\s*(?=\d{3}(?!\d))")
+_SPACED_THOUSANDS = re.compile(r"(?<![\d.,/^_])\d{1,3}(?:[ \t]\d{3})+(?![\d/])")
+_MIXED = re.compile(r"(?<![\d.,/^_}])(\d+)[ \t]+(\d+)/(\d+)(?![\d./^_])")
+_JOIN_WORD = re.compile(r"\s*(?<![A-Za-z\\])(?:and|or)(?![A-Za-z])\s*")
+_COMMAS = re.compile(r"(?:\s*,){2,}")
+_PERCENT_WORD = re.compile(r"\s*(?:percentage|percent|pct)\.?$")
+_APPROX = re.compile(r"\\approx(?![a-zA-Z])|\u2248")
+_DOUBLE_ESCAPE = re.compile(r"\\\\(?=[a-zA-Z{])")
+_NAME = re.compile(r"[A-Za-z](?:_\{?\w+\}?)?")
 _WRAPPERS = ("text", "textbf", "textit", "textrm", "mathrm", "mathbf", "mathit", "mbox",
              "operatorname", "textnormal", "mathsf", "boldsymbol")  # fmt: skip
 _WRAP_RE = re.compile(r"\\(" + "|".join(_WRAPPERS) + r")\s*\{")
@@ -88,8 +101,9 @@ _WS = re.compile(r"\s+")
 _MEMBER = re.compile(r"^[a-zA-Z]\s*\\in(?![a-zA-Z])\s*")
 
 
-def normalize(s: str) -> tuple[str, bool]:
-    """Surface rewrites; returns ``(text, had_percent)``.
+def normalize(s: str, decimal_comma: bool = False) -> tuple[str, bool]:
+    """Surface rewrites; returns ``(text, had_percent)``. With ``decimal_comma`` a whole answer
+    ``1,22`` is the number 1.22 (otherwise the list ``1, 22``).
 
     >>> normalize(r"\\$1{,}000.50")
     ('1000.50', False)
@@ -99,29 +113,75 @@ def normalize(s: str) -> tuple[str, bool]:
     ('5', False)
     >>> normalize(r"30^\\circ")
     ('30', False)
+    >>> normalize("1 000 4/9"), normalize(r"19, 46, \\text{ and } 82")
+    (('1000\\\\frac{4}{9}', False), ('19, 46, 82', False))
     """
     s = s.strip()
     for src, dst in _UNICODE.items():
         if src in s:
             s = s.replace(src, dst)
     s = s.replace(r"\$", "").replace("$", "")
+    if "\\\\" in s and "\\begin" not in s:
+        s = _DOUBLE_ESCAPE.sub(r"\\", s)  # "-2 \\\\le x" (a doubly escaped command) -> "-2 \\le x"
     if s.startswith((r"\(", r"\[")) and s.endswith((r"\)", r"\]")):
         s = s[2:-2]
+    s = _THOUSANDS_CMD.sub("", s)  # before _DROP: "11,\\!111" is one number
     s = _DROP.sub("", s)
-    s = s.replace(r"\dfrac", r"\frac").replace(r"\tfrac", r"\frac")
+    s = s.replace(r"\dfrac", r"\frac").replace(r"\tfrac", r"\frac").replace(r"\cfrac", r"\frac")
     s = s.replace(r"\dbinom", r"\binom").replace(r"\tbinom", r"\binom")
     percent = "%" in s
     if percent:
         s = s.replace(r"\%", "").replace("%", "")
-    s = _THOUSANDS_CMD.sub("", s)
     s = _SPACES.sub(" ", s)
     s = _unwrap_text(s)
-    s = _WS.sub(" ", s).strip().rstrip(".").strip()
+    s = _SPACED_THOUSANDS.sub(lambda m: m.group(0).replace(" ", "").replace("\t", ""), s)
+    s = _MIXED.sub(_mixed_number, s)  # before newlines become spaces: "11\n5/6" is not a mixed number
+    s = _WS.sub(" ", s).strip()
+    s = _strip_trailing_punctuation(s)
+    if _PERCENT_WORD.search(s):
+        s, percent = _PERCENT_WORD.sub("", s), True
+    s = _approx(s)
+    s = _JOIN_WORD.sub(",", s) if "and" in s or "or" in s else s
+    s = _COMMAS.sub(",", s).strip(", ") if "," in s else s
     s = _MEMBER.sub("", s, count=1)  # x \in [1, 2] -> [1, 2]
     s = _strip_unit_words(s)
-    if _WHOLE_THOUSANDS.fullmatch(s):
+    if decimal_comma and _DECIMAL_COMMA.fullmatch(s):
+        s = s.replace(",", ".")
+    elif _WHOLE_THOUSANDS.fullmatch(s):
         s = s.replace(",", "")
     return s, percent
+
+
+_DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
+
+
+def _mixed_number(m: re.Match) -> str:
+    """``4 4/9`` -> ``4\\frac{4}{9}`` when ``0 <= b < c``; otherwise left alone (and unparseable)."""
+    whole, num, den = m.group(1), int(m.group(2)), int(m.group(3))
+    if not 0 <= num < den:
+        return m.group(0)
+    return f"{whole}\\frac{{{num}}}{{{den}}}"
+
+
+def _strip_trailing_punctuation(s: str) -> str:
+    """Sentence punctuation after an answer (``\\frac13,``, ``(1,2).``), not an ellipsis."""
+    for _ in range(3):
+        if s.endswith(("...", r"\dots", r"\ldots", r"\cdots")) or not s or s[-1] not in ".,;:":
+            return s
+        s = s[:-1].rstrip()
+    return s
+
+
+def _approx(s: str) -> str:
+    """``x = 1/3 \\approx 0.33`` -> ``x = 1/3``: a value before ``\\approx`` is the exact answer;
+    ``x \\approx 11`` (only a name before it) -> ``x = 11``."""
+    m = _APPROX.search(s)
+    if m is None:
+        return s
+    left, right = s[: m.start()].strip(), s[m.end() :].strip()
+    if _NAME.fullmatch(left) and right:
+        return f"{left} = {_APPROX.split(right)[0].strip()}"
+    return left
 
 
 def _unwrap_text(s: str) -> str:
@@ -189,15 +249,17 @@ def looks_like_text(s: str) -> bool:
     >>> looks_like_text("Monday"), looks_like_text(r"\\sin x + xy"), looks_like_text("sqrt(2)")
     (True, False, False)
     """
+    s = _SUBSCRIPT.sub("_", s) if "_" in s else s
     for m in _WORD.finditer(_ENV.sub(" ", s) if "\\begin" in s else s):
         if m.start() > 0 and s[m.start() - 1] == "\\":
             continue
         w = m.group(0)
-        if (len(w) >= 3 and w.lower() not in MATH_WORDS) or w.lower() in _SHORT_WORDS:
+        if (len(w) >= 3 and w.lower() not in MATH_WORDS) or (w.lower() in _SHORT_WORDS and w == s.strip()):
             return True
     return False
 
 
+_SUBSCRIPT = re.compile(r"_\{[^{}]*\}|_[A-Za-z0-9]")
 _SHORT_WORDS = {"no", "ok"}  # two-letter answers that are words, not products of variables
 _WORD = re.compile(r"[A-Za-z]+")
 _ENV = re.compile(r"\\(?:begin|end)\s*\{[a-zA-Z*]*\}")
@@ -211,7 +273,7 @@ _TOKEN = re.compile(
     |(?P<end>\\end\s*\{\s*[a-zA-Z*]+\s*\})
     |(?P<cmd>\\[a-zA-Z]+|\\\\|\\[{}|])
     |(?P<word>[a-zA-Z]+)
-    |(?P<op>[-+*/^_()\[\]{},=!|<>&'])""",
+    |(?P<op>[-+*/^_()\[\]{},;:=!|<>&'])""",
     re.X,
 )
 _ASCII_CMD = {"sqrt": r"\sqrt", "pi": r"\pi", "inf": r"\infty", "infty": r"\infty"}
@@ -224,7 +286,7 @@ def tokenize(s: str) -> list[tuple[str, str]]:
     [('cmd', '\\\\frac'), ('num', '12'), ('op', '+'), ('sym', 'x')]
     """
     out: list[tuple[str, str]] = []
-    pos = 0
+    pos, spaced = 0, False
     for m in _TOKEN.finditer(s):
         if m.start() != pos:
             raise ParseError(f"unexpected character {s[pos]!r}")
@@ -232,7 +294,12 @@ def tokenize(s: str) -> list[tuple[str, str]]:
         kind = m.lastgroup
         text = m.group(0)
         if kind == "ws":
+            spaced = True
             continue
+        script = out[-2:-1] in ([("op", "_")], [("op", "^")])  # x_1 2, 2^3 4: a script, then a number
+        if kind == "num" and spaced and out and out[-1][0] == "num" and not script:
+            raise ParseError("numbers separated by a space")  # never a product: "2 1/2", "1 000"
+        spaced = False
         if kind == "word":
             low = text.lower()
             if low in FUNCS:
@@ -298,26 +365,40 @@ class _Parser:
 
     # -- grammar
     def parse_list(self):
-        items = [self.parse_rel()]
-        while self.peek()[1] == ",":
-            self.take()
+        """Items joined by ``,``; groups joined by ``;`` (``p=5, q=2; p=7, q=2`` is two pairs)."""
+        groups, items = [], [self.parse_rel()]
+        while self.peek()[1] in (",", ";"):
+            if self.take()[1] == ";":
+                groups.append(items)
+                items = []
             items.append(self.parse_rel())
+        if groups:
+            return _grouped([*groups, items])
         return items[0] if len(items) == 1 else ("list", items)
 
     def parse_rel(self):
-        operands, ops = [self.parse_union()], []
+        operands, ops = [self.parse_ratio()], []
         while True:
             kind, text = self.peek()
             op = RELOPS.get(text) if kind in ("op", "cmd") else None
+            if text == "!" and self.peek(1)[1] == "=":
+                op = "!"
             if op is None:
                 break
             self.take()
-            if op in "<>" and self.peek()[1] == "=":
+            if op in "<>!" and self.peek()[1] == "=":
                 self.take()
                 op += "="
             ops.append(op)
-            operands.append(self.parse_union())
+            operands.append(self.parse_ratio())
         return operands[0] if not ops else ("rel", ops, operands)
+
+    def parse_ratio(self):
+        items = [self.parse_union()]
+        while self.peek()[1] == ":":
+            self.take()
+            items.append(self.parse_union())
+        return items[0] if len(items) == 1 else ("ratio", items)
 
     def parse_union(self):
         items = [self.parse_add()]
@@ -355,8 +436,11 @@ class _Parser:
                 factors.append(("inv", self.parse_unary()))
             elif self.starts_primary(kind, t):
                 f = self.parse_power()
-                if len(factors) == 1 and _is_lit(factors[0], "int") and _is_lit(f, "frac"):
-                    factors[0] = ("num", factors[0][1] + f[1], "dec")  # mixed number 2\frac12
+                whole = factors[0] if len(factors) == 1 and _is_lit(f, "frac") else None
+                if whole is not None and _is_lit(whole, "int"):
+                    factors[0] = ("num", whole[1] + f[1], "dec")  # mixed number 2\frac12
+                elif whole is not None and whole[0] == "neg" and _is_lit(whole[1], "int"):
+                    factors[0] = ("neg", ("num", whole[1][1] + f[1], "dec"))  # -2\frac12 = -5/2
                 else:
                     factors.append(f)
             else:
@@ -467,7 +551,7 @@ class _Parser:
     def bracket(self, open_: str):
         self.enter()
         items = [self.parse_rel()]
-        while self.peek()[1] == ",":
+        while self.peek()[1] in (",", ";"):  # (0;-2;0) is a triple
             self.take()
             items.append(self.parse_rel())
         close = self.take()[1]
@@ -585,6 +669,9 @@ class _Parser:
     def matrix(self, env: str):
         if env not in MATRIX_ENVS:
             raise ParseError(f"environment {env!r}")
+        if env == "array" and self.peek()[1] == "{":  # the column spec {cc}
+            while self.take()[1] != "}":
+                pass
         self.enter()
         rows, row = [], []
         while True:
@@ -611,6 +698,16 @@ class _Parser:
         if not rows or any(len(r) != len(rows[0]) for r in rows):
             raise ParseError("ragged matrix")
         return ("matrix", rows)
+
+
+def _grouped(groups: list[list]):
+    """``;``-joined groups: assignments to the same names in each group become one tuple per group
+    (``p=5, q=2; p=7, q=2`` -> ``(5, 2), (7, 2)``); otherwise all items form one list."""
+    names = [[g[2][0] if g[0] == "rel" and g[1] == ["="] else None for g in grp] for grp in groups]
+    if len(groups[0]) > 1 and None not in names[0] and all(n == names[0] for n in names):
+        return ("list", [("tuple", "(", ")", [g[2][1] for g in grp]) for grp in groups])
+    items = [x for grp in groups for x in grp]
+    return items[0] if len(items) == 1 else ("list", items)
 
 
 def _number(t: str):

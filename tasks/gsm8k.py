@@ -2,7 +2,9 @@
 
 The hub rows are ``question`` and ``answer``, a worked solution ending in ``#### 72``. The task's
 ``answer`` is the number after ``####`` with thousands commas removed; the full text is kept as
-``solution``. Default rewards: ``math_accuracy`` 1.0 + ``think_format`` 0.5.
+``solution``. Default rewards: ``math_accuracy`` 1.0 (``fallback: last_number``: a completion with
+no ``####``, box or answer tag is scored on its last number, as GSM8K's own scorers do) +
+``think_format`` 0.5.
 """
 
 from __future__ import annotations
@@ -48,5 +50,15 @@ def gsm8k_task(cfg) -> Task:
 
     task = Task("gsm8k", build, prompt_style=cfg.prompt_style or "base", template=cfg.template,
                 system_prompt=cfg.system_prompt, splits=splits, limit=cfg.limit)
-    task.default_rewards = cfg.rewards or r1_rewards(task)
+    task.default_rewards = cfg.rewards or _gsm8k_rewards(task)
     return task
+
+
+def _gsm8k_rewards(task: Task):
+    """The R1 rewards, with ``math_accuracy`` reading the last number when a completion has no
+    marked answer (``fallback: last_number``), as GSM8K scorers do after ``####``."""
+    rewards = r1_rewards(task)
+    for r in rewards:
+        if r.name == "math_accuracy":
+            r.args.setdefault("fallback", "last_number")
+    return rewards

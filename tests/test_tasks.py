@@ -123,7 +123,8 @@ def test_gsm8k_from_local_files_shaped_like_the_hub(tmp_path):
     assert train["prompt"][0].endswith("User: Natalia sold clips to 48 friends. How many?. Assistant: <think>")
     assert len(task.load("test")) == 1
     rewards = [(r.name, r.weight, r.args) for r in task.default_rewards]
-    assert rewards == [("math_accuracy", 1.0, {}), ("think_format", 0.5, {"prompt_has_think_open": True})]
+    assert rewards == [("math_accuracy", 1.0, {"fallback": "last_number"}),  # as GSM8K scorers read
+                       ("think_format", 0.5, {"prompt_has_think_open": True})]
 
 
 def test_gsm8k_chat_style(tmp_path):
