@@ -1,5 +1,6 @@
 """Reading completion files for `grpo-kit score`: JSONL, Parquet, a `datasets` folder or a hub id.
 
+A hub id that cannot be loaded raises :class:`grpo_kit.errors.ConfigError` (see :mod:`grpo_kit.hub`).
 Every row is checked as it is read; a malformed one raises :class:`InputError` naming the file,
 the line (JSONL) or row (other formats) and the field, unless ``skip_invalid`` is set, in which
 case it is skipped and reported in the returned list.
@@ -11,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from grpo_kit.hub import load_hub_dataset
 
 
 class InputError(ValueError):
@@ -78,12 +81,8 @@ def _iter_table(path: str, split: str) -> Iterator[tuple[str, dict | None, str |
     elif p.exists():
         raise InputError(f"{p}: unknown input format; expected .jsonl, .parquet, a `datasets` folder "
                          "saved with save_to_disk, or a hub dataset id")
-    else:
-        try:
-            ds = datasets.load_dataset(path, split=split)
-        except Exception as e:  # the hub's own error says what went wrong (name, network)
-            raise InputError(f"{path}: not a local file or folder, and loading it as a hub dataset "
-                             f"failed: {type(e).__name__}: {e}") from None
+    else:  # a hub id; a ConfigError says what failed and how to point at a local copy
+        ds = load_hub_dataset(path, None, split, setting="the input", label="input")
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             raise InputError(f"{p}: has splits {sorted(ds)}, not {split!r}; choose one with --split")

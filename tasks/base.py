@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from grpo_kit.config import ConfigError, RewardConfig, format_validation_error
+from grpo_kit.hub import load_hub_dataset
 from tasks.templates import R1_SYSTEM_PROMPT, PromptStyle, default_template, prompt_opens_think
 
 if TYPE_CHECKING:
@@ -150,12 +151,19 @@ def single_split(source: str) -> bool:
     return p.is_file() or (p / "state.json").is_file()
 
 
-def load_source(source: str, config: str | None, split: str) -> "Dataset":
-    """Read split ``split`` of a hub dataset or a local file/folder (see :class:`TaskConfig`)."""
+def load_source(source: str, config: str | None, split: str,
+                setting: str = "task.dataset (task.args.dataset of a built-in task)") -> "Dataset":
+    """Read split ``split`` of a hub dataset or a local file/folder (see :class:`TaskConfig`).
+
+    A hub id that cannot be loaded (no network, or ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` set
+    and not cached) raises a :class:`ConfigError` naming ``setting`` and how to point it at a local
+    copy (:func:`grpo_kit.hub.load_hub_dataset`). A folder downloaded from the hub
+    (``hf download ID --repo-type dataset --local-dir DIR``) is read with the same ``config``.
+    """
     import datasets
 
     if not is_local(source):
-        return datasets.load_dataset(source, config, split=split)
+        return load_hub_dataset(source, config, split, setting=setting)
     p = Path(source.replace("{split}", split)).expanduser()
     if not p.exists():
         raise ConfigError(f"dataset {str(p)!r} does not exist")
@@ -170,7 +178,16 @@ def load_source(source: str, config: str | None, split: str) -> "Dataset":
                 raise ConfigError(f"dataset {str(p)!r} has no split {split!r}; its splits: {', '.join(loaded)}")
             return loaded[split]
         return loaded
-    return datasets.load_dataset(str(p), split=split)  # a folder of data files, splits from their names
+    # a folder of data files (one config, splits from the file names), or a copy of a hub repo
+    # (its README's configs, e.g. gsm8k's main and socratic): ``config`` picks one where there are several
+    configs = datasets.get_dataset_config_names(str(p))
+    if len(configs) > 1 and config not in configs:
+        raise ConfigError(f"dataset {str(p)!r} has configs {', '.join(configs)}; choose one with dataset_config "
+                          f"(got {config!r})")
+    try:
+        return datasets.load_dataset(str(p), config if config in configs else None, split=split)
+    except ValueError as e:  # datasets' own: no such split, no data files
+        raise ConfigError(f"dataset {str(p)!r}: {e}") from None
 
 
 def split_names(source: str, train_split: str, test_split: str) -> tuple[tuple[str, ...], dict[str, str]]:

@@ -1,6 +1,7 @@
-"""Hostile and random completions never crash the scorer, never overrun the timeout by more than
-1 s, and never execute anything (the payloads below would create a file if they ran)."""
+"""Hostile and random completions never crash any registered reward, never overrun the timeout by
+more than 1 s, and never execute anything (the payloads below would create a file if they ran)."""
 
+import math
 import time
 from pathlib import Path
 
@@ -8,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grpo_kit.workers import WorkerPool
+from grpo_kit.registry import get_reward, known_rewards, reward_scope
+from grpo_kit.workers import Outcome, WorkerPool
 
 TIMEOUT = 2.0
 SENTINEL = Path("/tmp/grpo_kit_fuzz_pwned")
@@ -37,15 +39,33 @@ HOSTILE = [
     "x" * 1_000_000,
     *PAYLOADS,
 ]
-# every built-in reward that runs in workers, with the columns it reads
-REWARDS = [
-    ("math_accuracy", {"answer": ["42"]}),
-    ("math_accuracy", {"answer": ["\\frac{1}{2}"]}),
-    ("countdown", {"nums": [[3, 5, 7]], "target": [22]}),
-    ("think_format", {}), ("r1_format", {}), ("tag_count", {}),
-    ("length_limit", {}), ("repetition_penalty", {}),
-]
-SETTINGS = {"length_limit": (("max_length", 100),)}
+# Every reward in the registry is fuzzed: the columns it reads and the settings it requires, one
+# or more cases per name. A reward registered without an entry here fails test_every_reward_is_fuzzed.
+CASES: dict[str, list[tuple[dict, dict]]] = {
+    "math_accuracy": [({"answer": ["42"]}, {}), ({"answer": ["\\frac{1}{2}"]}, {})],
+    "countdown": [({"nums": [[3, 5, 7]], "target": [22]}, {})],
+    "exact_match": [({"answer": ["42"]}, {})],
+    "think_format": [({}, {})],
+    "r1_format": [({}, {})],
+    "tag_count": [({}, {})],
+    "regex_format": [({}, {"pattern": r"<think>.*?</think>\s*<answer>\s*(-?\d+)\s*</answer>"})],
+    "length_limit": [({}, {"max_length": 100})],
+    "overlong_punishment": [({}, {"max_length": 100, "cache_length": 20})],
+    "cosine_length": [({"answer": ["42"]}, {"max_length": 100})],  # correctness by math_accuracy
+    "kimi_length_penalty": [({"answer": ["42"]}, {})],  # group scope: a group of 3, see below
+    "repetition_penalty": [({}, {})],
+    "reward_model": [({"prompt": ["what is 2 + 2 ?"]}, {"max_length": 64})],  # "model": the fixture's
+}
+GROUP = 3  # completions per group for group-scope rewards: the text, its first half, a short answer
+
+
+def group_of(text: str) -> list[str]:
+    return [text, text[: len(text) // 2], "<answer>42</answer>"]
+
+
+def test_every_reward_is_fuzzed():
+    assert set(known_rewards()) - set(CASES) == set(), "registered rewards without a fuzz case"
+    assert set(CASES) - set(known_rewards()) == set(), "fuzz cases of rewards that are not registered"
 
 
 @pytest.fixture(scope="module")
@@ -54,28 +74,59 @@ def pool():
         yield p
 
 
-def run_all(pool, text):
-    tasks = [((name, SETTINGS.get(name, ())), [text], cols, TIMEOUT) for name, cols in REWARDS]
-    t0 = time.monotonic()
-    outs = pool.run(tasks)
-    return outs, time.monotonic() - t0
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """reward_model's checkpoint: a tiny sequence classifier built locally (tests/tiny_models.py)."""
+    pytest.importorskip("transformers")
+    from tiny_models import build_tiny_classifier
+
+    return str(build_tiny_classifier(tmp_path_factory.mktemp("fuzz_rm")))
 
 
-def check(outs, text):
-    for (name, _), o in zip(REWARDS, outs):
+def run_all(pool, classifier, text):
+    """``[(name, outcome)]`` for every case of every registered reward: item and group scopes in the
+    worker pool under the hard timeout (x group size for a group), batch scope in-process, as the
+    scorer runs them."""
+    tasks, names, in_process = [], [], []
+    for name in known_rewards():
+        if name not in CASES:
+            pytest.fail(f"reward {name!r} is registered but has no fuzz case in CASES")
+        scope = reward_scope(get_reward(name))
+        for cols, settings in CASES[name]:
+            if scope == "batch":
+                in_process.append((name, cols, settings))
+                continue
+            texts = group_of(text) if scope == "group" else [text]
+            cols = {k: v * len(texts) for k, v in cols.items()}
+            tasks.append(((name, tuple(sorted(settings.items()))), texts, cols, TIMEOUT * len(texts)))
+            names.append(name)
+    results = list(zip(names, pool.run(tasks)))
+    for name, cols, settings in in_process:
+        t0 = time.monotonic()
+        try:
+            values = get_reward(name)([text], **cols, **settings, model=classifier)
+            out = Outcome("ok", values)
+        except Exception as e:  # reported by check() with the reward's name
+            out = Outcome("error", reason=f"{type(e).__name__}: {e}")
+        out.seconds = time.monotonic() - t0
+        results.append((name, out))
+    return results
+
+
+def check(results, text):
+    for name, o in results:
         # a built-in reward never raises on model text: it scores it, or (hostile input) times out
         assert o.status in ("ok", "timeout"), f"{name} on {text[:80]!r}: {o.reason}"
-        assert o.seconds <= TIMEOUT + 1.0, f"{name} took {o.seconds:.2f} s"
+        assert o.seconds <= TIMEOUT * GROUP + 1.0, f"{name} took {o.seconds:.2f} s"
         if o.status == "ok":
-            assert all(v is None or isinstance(v, float) for v in o.values)
+            assert all(v is None or (isinstance(v, float) and math.isfinite(v)) for v in o.values), (name, o.values)
     assert not SENTINEL.exists(), "a payload was executed"
 
 
 @pytest.mark.parametrize("text", HOSTILE, ids=lambda t: f"{t[:20]!r}x{len(t)}")
-def test_hostile_inputs(pool, text):
+def test_hostile_inputs(pool, classifier, text):
     SENTINEL.unlink(missing_ok=True)
-    outs, _ = run_all(pool, text)
-    check(outs, text)
+    check(run_all(pool, classifier, text), text)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -83,7 +134,6 @@ def test_hostile_inputs(pool, text):
     st.lists(st.sampled_from(FRAGMENTS), max_size=40).map("".join),
     st.text(max_size=300),
 ))
-def test_random_strings(pool, text):
+def test_random_strings(pool, classifier, text):
     SENTINEL.unlink(missing_ok=True)
-    outs, _ = run_all(pool, text)
-    check(outs, text)
+    check(run_all(pool, classifier, text), text)

@@ -162,7 +162,7 @@ def test_correctness_from_answer_column(monkeypatch):
         calls.append((list(completions), list(answer)))
         return [None if a is None else float(c.endswith(a)) for c, a in zip(completions, answer)]
 
-    monkeypatch.setattr(rewards.math, "math_accuracy", fake_math_accuracy, raising=False)
+    monkeypatch.setattr(rewards.math, "math_accuracy", fake_math_accuracy)
     out = cosine_length(["is 4", "is 5", "is 6"], answer=["4", "4", None], max_length=4)
     assert out == [pytest.approx(0.5), pytest.approx(-0.5), None]
     assert calls == [(["is 4", "is 5", "is 6"], ["4", "4", None])]
@@ -173,8 +173,6 @@ def test_correctness_from_answer_column(monkeypatch):
 
 
 def test_correctness_with_the_real_math_reward():
-    if not hasattr(rewards.math, "math_accuracy"):
-        pytest.skip("rewards.math.math_accuracy is not written yet")
     out = kimi_length_penalty(["The answer is \\boxed{4}.", "So \\boxed{5}, I think, after a while."], answer=["4", "4"])
     assert out == [0.5, -0.5]
 

@@ -58,11 +58,6 @@ def test_config_errors_name_key_and_fix(sets, message):
         resolve_train_config(None, sets)
 
 
-def test_seed_override_changes_every_seed():
-    cfg, _ = resolve_train_config(None, ["seed=7"])
-    assert cfg.train.seed == 7
-
-
 def test_smoke_train_eval_plot(tmp_path, tiny_model, capsys):
     cfg = small_config(tmp_path, tiny_model)
     run = tmp_path / "run"

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from grpo_kit.config import ConfigError
+from grpo_kit.hub import load_pretrained
 from grpo_kit.train.config import ModelConfig
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -40,18 +41,22 @@ def load_tokenizer(path: str):
 
 
 def load_policy(cfg: ModelConfig):
-    """``(model, tokenizer, device, autocast)``. Weights stay float32 unless ``dtype`` says
-    otherwise (the optimizer keeps full-precision weights); on a GPU the forward passes run under
-    bf16 autocast and gradient checkpointing is on, unless the config turns them off."""
-    from transformers import AutoModelForCausalLM
+    """``(model, tokenizer, device, autocast)`` from ``cfg.path``, a local folder or a hub id.
 
+    Weights stay float32 unless ``dtype`` says otherwise (the optimizer keeps full-precision
+    weights); on a GPU the forward passes run under bf16 autocast and gradient checkpointing is on,
+    unless the config turns them off."""
     device = pick_device(cfg.device)
     dtype = torch.float32 if cfg.dtype == "auto" else _DTYPES[cfg.dtype]
-    try:
-        tok = load_tokenizer(cfg.path)
-        model = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=dtype)
-    except OSError as e:
-        raise ConfigError(f"model.path {cfg.path!r}: cannot load a model from it: {e}") from None
+
+    def causal_lm(path: str):
+        from transformers import AutoModelForCausalLM  # seconds to import: after the hub check
+
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+
+    # a hub id that cannot be loaded (no network, HF_HUB_OFFLINE and not cached) is a ConfigError
+    tok = load_pretrained(load_tokenizer, cfg.path, setting="model.path", what="a tokenizer")
+    model = load_pretrained(causal_lm, cfg.path, setting="model.path", what="a causal LM")
     model.to(device)
     on_gpu = device.type == "cuda"
     if cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else on_gpu:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from grpo_kit.hub import load_pretrained
 from grpo_kit.train.batch import Batch
 
 HEAD_FILE = "value_head.pt"
@@ -27,9 +28,15 @@ class ValueModel(nn.Module):
 
     @classmethod
     def load(cls, path: str, dtype: torch.dtype, device: torch.device) -> "ValueModel":
-        from transformers import AutoModel
+        """The backbone of ``path`` (a local folder or a hub id), and its head if a checkpoint saved one."""
+        def backbone_of(p: str):
+            from transformers import AutoModel  # seconds to import: after the hub check
 
-        backbone = AutoModel.from_pretrained(path, dtype=dtype)
+            return AutoModel.from_pretrained(p, dtype=dtype)
+
+        backbone = load_pretrained(backbone_of, path,
+                                   setting="algorithm.value.model (default: model.path)",
+                                   what="a value backbone")
         model = cls(backbone, backbone.config.hidden_size).to(device=device, dtype=dtype)
         head = Path(path) / HEAD_FILE
         if head.is_file():  # a value model saved by a checkpoint
