@@ -225,5 +225,23 @@ class RolloutBatch:
         return cls(**d)
 
 
+def _deprecated(old: str, new: str):
+    """A read-only alias kept for one version: ``Scorer.score`` returned a ``ScoreResult`` with
+    ``scores``, ``errors``, ``combined`` and ``row(i)``; it returns the record now."""
+    import warnings
+
+    def get(self):
+        warnings.warn(f"RolloutBatch.{old} is deprecated; use .{new}", DeprecationWarning, stacklevel=2)
+        return getattr(self, new)
+
+    return property(get)
+
+
+RolloutBatch.scores = _deprecated("scores", "rewards")  # type: ignore[attr-defined]
+RolloutBatch.errors = _deprecated("errors", "reward_errors")  # type: ignore[attr-defined]
+RolloutBatch.combined = _deprecated("combined", "reward")  # type: ignore[attr-defined]
+RolloutBatch.row = _deprecated("row", "score_fields")  # type: ignore[attr-defined]
+
+
 def _replace(rb: RolloutBatch, **changes: Any) -> RolloutBatch:
     return RolloutBatch(**{**{f.name: getattr(rb, f.name) for f in fields(rb)}, **changes})

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_kit.errors import ConfigError
+from grpo_kit.demo import DEMO_STEPS, demo_config  # noqa: F401  (moved to grpo_kit.demo; kept for one version)
 from grpo_kit.train.config import resolve_train_config
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from grpo_kit.contract import call_reward
+from grpo_kit.contract import RewardOutputError, call_reward, check_output  # noqa: F401  (the last two: moved, kept for one version)
 from grpo_kit.registry import bind_reward
 
 # A reward is sent to workers as (spec, args): a registry name or "file.py:fn" plus its settings.

@@ -327,3 +327,12 @@ def test_a_programming_error_keeps_its_traceback(tmp_path, tiny_model, monkeypat
     with pytest.raises(KeyError, match="a bug"):
         main(["train", str(cfg), "--output-dir", str(tmp_path / "run")])
     assert main(["train", str(cfg), "--set", "algorithm.advantage=nope"]) == 2  # a user error: one line
+
+
+def test_the_old_score_result_names_still_work_with_a_warning(fx):
+    with Scorer([RewardConfig(name=fx("text_length"))], ScoringConfig(workers=0)) as s:
+        rb = s.score(["abc"])
+    with pytest.warns(DeprecationWarning, match="use .reward$"):
+        assert rb.combined == [3.0]
+    with pytest.warns(DeprecationWarning, match="use .score_fields"):
+        assert rb.row(0) == rb.score_fields(0)
