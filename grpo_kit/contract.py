@@ -151,10 +151,9 @@ class BoundReward:
         return {k: v for k, v in columns.items() if k in self.columns}
 
     def __call__(self, completions: list, **columns: Any) -> Any:
-        out = self.fn(completions, **dict(self.args), **self.select(columns))
-        if inspect.isawaitable(out):  # an `async def` reward (TRL allows them)
-            out = asyncio.run(_await(out))
-        return out
+        """The function's raw result (a coroutine for an ``async def`` reward: :func:`call_reward`
+        awaits it and checks the values)."""
+        return self.fn(completions, **dict(self.args), **self.select(columns))
 
 
 async def _await(awaitable):
@@ -182,7 +181,7 @@ def call_reward(fn: Callable, completions: list, columns: dict[str, list]) -> li
     """Call a reward and check its result: a list of finite floats or None, one per completion.
     Raises :class:`RewardOutputError` with the reason otherwise."""
     out = fn(completions, **columns)
-    if inspect.isawaitable(out):
+    if inspect.isawaitable(out):  # an `async def` reward (TRL allows them)
         out = asyncio.run(_await(out))
     return check_output(out, len(completions))
 
