@@ -8,6 +8,7 @@ a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from grpo_kit.data import InputError
@@ -32,15 +33,26 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    where = f" [rank {os.environ['RANK']}]" if "RANK" in os.environ and "WORLD_SIZE" in os.environ else ""
     try:
-        return args.func(args)
+        return _record(args.func)(args)
     except (ConfigError, InputError, RewardFailure) as e:
-        print(f"grpo-kit {args.verb}: error: {e}", file=sys.stderr)
+        print(f"grpo-kit {args.verb}{where}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"grpo-kit {args.verb}: interrupted; completed rows are saved, run the same command "
+        print(f"grpo-kit {args.verb}{where}: interrupted; completed rows are saved, run the same command "
               "to continue", file=sys.stderr)
         return 130
+
+
+def _record(fn):
+    """Under torchrun, an uncaught exception (a bug) is also written where torchrun reads it, so its
+    summary names the failing rank with the traceback's message (``torch.distributed.elastic``)."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return fn
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    return record(fn)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     e.set_defaults(func=run_eval)
 
+    x = sub.add_parser("export", help="write a run's checkpoint as a plain Hugging Face model folder",
+                       description="Export the policy of a checkpoint (either layout: a single process's "
+                       "or torchrun's sharded one) to a folder that transformers and vLLM load.")
+    x.add_argument("run_dir", help="a run folder")
+    x.add_argument("--checkpoint", help="checkpoint name (step-000010) or path (default: the last one)")
+    x.add_argument("-o", "--output", required=True, help="folder to write")
+    x.set_defaults(func=run_export)
+
     pl = sub.add_parser("plot", help="draw reward and length curves of a run to a PNG")
     pl.add_argument("run_dir")
     pl.add_argument("-o", "--output", help="PNG path (default RUN_DIR/curves.png)")
@@ -50,36 +59,76 @@ def quiet_hf() -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from grpo_kit import dist
     from grpo_kit.train.trainer import Trainer
 
     quiet_hf()
     cfg, is_demo = resolve_train_config(args.config, args.set)
     if args.resume and not args.output_dir:
         raise ConfigError("--resume needs --output-dir: the run folder to continue")
+    if dist.launched() and not (args.output_dir or cfg.run.output_dir):
+        raise ConfigError("under torchrun give --output-dir (or run.output_dir): every rank must write "
+                          "to the same run folder, on a filesystem they share")
     run_dir = Path(args.output_dir or cfg.run.output_dir or
                    f"runs/{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    main = int(os.environ.get("RANK", "0")) == 0
     if is_demo:
-        cfg = _prepare_demo(cfg, run_dir)
-    print(f"grpo-kit train: run folder {run_dir}", file=sys.stderr)
-    trainer = Trainer(cfg, run_dir, resume=args.resume)
+        cfg = _prepare_demo(cfg, run_dir, main)
+    if main:
+        print(f"grpo-kit train: run folder {run_dir}", file=sys.stderr)
     try:
-        trainer.train()
-    except KeyboardInterrupt:
-        return 130
-    if is_demo or (run_dir / "metrics.jsonl").exists():
+        trainer = Trainer(cfg, run_dir, resume=args.resume)
+        try:
+            trainer.train()
+        except KeyboardInterrupt:
+            return 130
+    finally:
+        dist.close_distributed()
+    if main and (is_demo or (run_dir / "metrics.jsonl").exists()):
         png = plot_run(run_dir)
         print(f"grpo-kit train: done; metrics {run_dir / 'metrics.jsonl'}, curves {png}", file=sys.stderr)
     return 0
 
 
-def _prepare_demo(cfg, run_dir: Path):
+def _prepare_demo(cfg, run_dir: Path, main: bool = True):
+    """The demo's tiny model, built in the run folder (under torchrun by rank 0; the others wait
+    for its file to appear, at most a minute)."""
     from grpo_kit.demo import build_tiny_model
 
     model_dir = run_dir / "base-model"
-    if not (model_dir / "config.json").exists():
+    if main and not (model_dir / "config.json").exists():
         print("grpo-kit train: building the tiny demo model (a few seconds)", file=sys.stderr)
-        build_tiny_model(model_dir, seed=cfg.train.seed)
+        build_tiny_model(model_dir / "tmp", seed=cfg.train.seed)
+        for f in (model_dir / "tmp").iterdir():  # config.json last: its presence means complete
+            if f.name != "config.json":
+                f.replace(model_dir / f.name)
+        (model_dir / "tmp" / "config.json").replace(model_dir / "config.json")
+        (model_dir / "tmp").rmdir()
+    deadline = time.monotonic() + 60
+    while not (model_dir / "config.json").exists():
+        if time.monotonic() > deadline:
+            raise ConfigError(f"{model_dir}: rank 0 did not build the demo model within 60 s")
+        time.sleep(0.2)
     return cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": str(model_dir)})})
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from grpo_kit.train import checkpoint as ckpt
+
+    run_dir = Path(args.run_dir)
+    if args.checkpoint:
+        path = Path(args.checkpoint)
+        path = path if path.is_dir() else run_dir / "checkpoints" / args.checkpoint
+        if not path.is_dir():
+            raise ConfigError(f"--checkpoint {args.checkpoint}: no such checkpoint in {run_dir / 'checkpoints'}")
+    else:
+        found = ckpt.list_checkpoints(run_dir)
+        if not found:
+            raise ConfigError(f"{run_dir}: no checkpoint (not a run folder, or no step saved yet)")
+        path = found[-1]
+    out = ckpt.export_checkpoint(path, Path(args.output))
+    print(f"grpo-kit export: {path} -> {out}", file=sys.stderr)
+    return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -343,6 +343,23 @@ def test_hf_sampler_logprobs_match_the_trainer(tiny_model):
     assert again.completion_ids == out.completion_ids
 
 
+def test_hf_sampler_seeds_each_prompt_by_its_key(tiny_model):
+    """A prompt's completions depend on (seed, key) only, not on the prompts batched with it: what
+    keeps a step's rollouts the same at any world size. A near miss (another key or seed) differs."""
+    from grpo_kit.rollout import SamplingConfig, make_sampler
+    from grpo_kit.train.config import ModelConfig
+    from grpo_kit.train.models import encode_prompt, load_policy
+
+    model, tok, _, _ = load_policy(ModelConfig(path=str(tiny_model)))
+    sampler = make_sampler("hf", model, tok, SamplingConfig(n=4, temperature=1.0, max_new_tokens=6), logprobs=False)
+    p = [encode_prompt(tok, x) for x in ["3+5=", "12+7=", "0+0=", "41+1="]]
+    whole = sampler.sample(p, seed=5)
+    halves = [sampler.sample(p[:2], seed=5, keys=[0, 1]), sampler.sample(p[2:], seed=5, keys=[2, 3])]
+    assert halves[0].completion_ids + halves[1].completion_ids == whole.completion_ids
+    assert sampler.sample(p[2:], seed=5).completion_ids != halves[1].completion_ids  # keys 0, 1
+    assert sampler.sample(p, seed=6).completion_ids != whole.completion_ids
+
+
 def test_vllm_sampler_without_vllm_says_what_to_install(tiny_model, monkeypatch):
     from grpo_kit.rollout import SamplingConfig, make_sampler
 

@@ -4,8 +4,9 @@ them to the dataset's prompts (:meth:`~grpo_kit.records.RolloutBatch.with_prompt
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from pydantic import Field, model_validator
 
@@ -52,11 +53,34 @@ def to_rollout_batch(prompt_ids: list[list[int]], sampled: list[Sampled]) -> Rol
         sampler_logprobs=[s.logprobs for s in sampled] if has_lp else None)
 
 
+def prompt_seed(seed: int, key: int) -> int:
+    """The 31-bit seed of the prompt with ``key`` in a batch sampled with ``seed``. Samplers seed
+    each prompt's completions with it, so they depend on the prompt's key (its place in the step's
+    global batch), not on the other prompts beside it nor on the rank that samples it.
+
+    >>> prompt_seed(3, 0) == prompt_seed(3, 0) != prompt_seed(3, 1)
+    True
+    """
+    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def prompt_keys(n: int, keys: Sequence[int] | None) -> list[int]:
+    """``keys`` checked against ``n`` prompts, or ``0 .. n-1``."""
+    if keys is None:
+        return list(range(n))
+    if len(keys) != n:
+        raise ValueError(f"{len(keys)} prompt keys for {n} prompts")
+    return list(keys)
+
+
 class Sampler(Protocol):
     """Samples G completions for each prompt; sees new weights through :meth:`sync_weights`."""
 
-    def sample(self, prompt_ids: list[list[int]], seed: int) -> RolloutBatch:
-        """The completions, ``cfg.n`` per prompt, grouped in prompt order (see :func:`to_rollout_batch`)."""
+    def sample(self, prompt_ids: list[list[int]], seed: int, keys: Sequence[int] | None = None) -> RolloutBatch:
+        """The completions, ``cfg.n`` per prompt, grouped in prompt order (see :func:`to_rollout_batch`).
+        Prompt ``i`` is sampled with :func:`prompt_seed` ``(seed, keys[i])`` (keys default to
+        ``0 .. B-1``): the same key and seed give the same completions in any batch, on any rank."""
         ...
 
     def sync_weights(self, model) -> None:

