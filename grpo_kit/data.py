@@ -3,7 +3,14 @@
 A hub id that cannot be loaded raises :class:`grpo_kit.errors.ConfigError` (see :mod:`grpo_kit.hub`).
 Every row is checked as it is read; a malformed one raises :class:`InputError` naming the file,
 the line (JSONL) or row (other formats) and the field, unless ``skip_invalid`` is set, in which
-case it is skipped and reported in the returned list.
+case it is skipped and counted.
+
+:class:`RowStream` reads lazily, so memory does not grow with the file: JSONL a line at a time,
+Parquet a record batch at a time (``pyarrow``), a `datasets` folder or hub dataset a batch at a
+time from its memory-mapped Arrow files (a hub dataset is first downloaded whole into the HF
+cache, as ``datasets`` always does; the mapped pages are file-backed and count toward RSS only
+while the OS keeps them). Any other file, a pipe included, is read as JSONL. :func:`read_rows`
+reads everything into a list.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ class InputError(ValueError):
 @dataclass
 class Rows:
     rows: list[dict[str, Any]]
-    invalid: list[str] = field(default_factory=list)  # "file:line: reason" of skipped rows
+    invalid: list[str] = field(default_factory=list)  # "file:line: reason" of the first 20 skipped rows
     source: str = ""
 
 
@@ -65,51 +72,84 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict | None, str | None]]:
             yield where, obj, None
 
 
-def _iter_table(path: str, split: str) -> Iterator[tuple[str, dict | None, str | None]]:
+def _iter_table(path: str, split: str, batch_rows: int) -> Iterator[tuple[str, dict | None, str | None]]:
     p = Path(path)
     if p.is_file() and p.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        table = pq.read_table(p)
-        for i, row in enumerate(table.to_pylist(), 1):
-            yield f"{p}, row {i}", row, None
-        return
+        batches = pq.ParquetFile(p).iter_batches(batch_size=batch_rows)
+    else:
+        batches = _dataset(path, split).with_format("arrow").iter(batch_size=batch_rows)
+    i = 0
+    for batch in batches:
+        for row in batch.to_pylist():
+            i += 1
+            yield f"{path}, row {i}", row, None
+
+
+def _dataset(path: str, split: str):
     import datasets
 
+    p = Path(path)
     if p.is_dir():
         ds = datasets.load_from_disk(str(p))
-    elif p.exists():
-        raise InputError(f"{p}: unknown input format; expected .jsonl, .parquet, a `datasets` folder "
-                         "saved with save_to_disk, or a hub dataset id")
     else:  # a hub id; a ConfigError says what failed and how to point at a local copy
         ds = load_hub_dataset(path, None, split, setting="the input", label="input")
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             raise InputError(f"{p}: has splits {sorted(ds)}, not {split!r}; choose one with --split")
         ds = ds[split]
-    for i, row in enumerate(ds, 1):
-        yield f"{path}, row {i}", row, None
+    return ds
+
+
+@dataclass
+class RowStream:
+    """The checked rows of ``path`` as ``(where, row)`` pairs, read lazily (see the module docstring).
+
+    A malformed row raises :class:`InputError`, or with ``skip_invalid`` is skipped and counted in
+    ``invalid`` (the first 20 reasons kept in ``invalid_examples``). Iterate it once.
+
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "in.jsonl"
+    >>> _ = f.write_text('{"completion": "a"}\\n{"completion": 1}\\n{"completion": "b"}\\n')
+    >>> stream = RowStream(f, skip_invalid=True)
+    >>> [row["completion"] for _, row in stream], stream.invalid
+    (['a', 'b'], 1)
+    """
+
+    path: str | Path
+    completion_column: str = "completion"
+    split: str = "train"
+    skip_invalid: bool = False
+    batch_rows: int = 1024  # rows per Parquet / Arrow batch
+    invalid: int = 0
+    invalid_examples: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        p = Path(self.path)
+        if p.suffix in (".jsonl", ".json") or (p.exists() and not p.is_dir() and p.suffix != ".parquet"):
+            if not p.exists() or p.is_dir():  # a pipe is fine: grpo-kit score <(zcat rows.jsonl.gz)
+                raise InputError(f"{p}: no such file")
+            it = _iter_jsonl(p)
+        else:
+            it = _iter_table(str(self.path), self.split, self.batch_rows)
+        col = self.completion_column
+        for where, obj, reason in it:
+            if reason is None:
+                reason = check_completion(obj.get(col), col)
+            if reason is None:
+                yield where, obj
+                continue
+            if not self.skip_invalid:
+                raise InputError(f"{where}: {reason} (use --skip-invalid to skip such rows)")
+            self.invalid += 1
+            if len(self.invalid_examples) < 20:
+                self.invalid_examples.append(f"{where}: {reason}")
 
 
 def read_rows(path: str | Path, *, completion_column: str = "completion", split: str = "train",
               skip_invalid: bool = False) -> Rows:
-    """Read and check every row of ``path``."""
-    p = Path(path)
-    if p.suffix in (".jsonl", ".json") or (p.is_file() and p.suffix not in (".parquet",)):
-        if not p.is_file():
-            raise InputError(f"{p}: no such file")
-        it = _iter_jsonl(p)
-    else:
-        it = _iter_table(str(path), split)
-    rows: list[dict[str, Any]] = []
-    invalid: list[str] = []
-    for where, obj, reason in it:
-        if reason is None:
-            reason = check_completion(obj.get(completion_column), completion_column)
-        if reason is not None:
-            if not skip_invalid:
-                raise InputError(f"{where}: {reason} (use --skip-invalid to skip such rows)")
-            invalid.append(f"{where}: {reason}")
-            continue
-        rows.append(obj)
-    return Rows(rows, invalid, str(path))
+    """Read and check every row of ``path`` into memory (:class:`RowStream` streams them)."""
+    stream = RowStream(path, completion_column, split, skip_invalid)
+    rows = [row for _, row in stream]
+    return Rows(rows, stream.invalid_examples, str(path))

@@ -1,9 +1,17 @@
-"""Summary statistics of scored completions: means that skip None, pass@k and mean@k per group."""
+"""Summary statistics of scored completions: means that skip None, pass@k and mean@k per group.
+
+:func:`group_stats` and :func:`summarize_rows` take every score at once; :class:`GroupStats` and
+:class:`RunningSummary` are their streaming forms, fed a group or a chunk of rows at a time in
+memory that does not grow with the rows, and give the same numbers (the same sums, in the same
+order) when the rows of each group arrive together.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Sequence
+from functools import lru_cache
+from itertools import groupby
+from typing import Any, Hashable, Iterable, Sequence
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -86,3 +94,116 @@ def summarize_rows(rows: Sequence[dict[str, Any]], reward_keys: Sequence[str],
             st.update(gs)
         out["rewards"][key] = st
     return out
+
+
+@lru_cache(maxsize=1024)
+def _pass_row(n: int, c: int, m: int) -> tuple[float, ...]:
+    """pass@1 .. pass@m of a group of n with c solved."""
+    return tuple(pass_at_k(n, c, k) for k in range(1, m + 1))
+
+
+class GroupStats:
+    """:func:`group_stats` fed one group at a time.
+
+    The smallest group so far bounds k, so it keeps running sums of pass@1 .. pass@n_min (the
+    final k are among them) and the sum of group means: O(n_min) memory however many groups.
+
+    >>> acc = GroupStats()
+    >>> acc.add([1, 0, 0]); acc.add([0, 1, 1])
+    >>> acc.result() == group_stats([1, 0, 0, 0, 1, 1], ["a", "a", "a", "b", "b", "b"])
+    True
+    """
+
+    def __init__(self, threshold: float = 1.0):
+        self.threshold = threshold
+        self.groups = 0
+        self.pass_sums: list[float] = []  # [k - 1]: the sum over groups of pass@k
+        self.mean_sum = 0.0
+
+    def add(self, scores: Iterable[float | None]) -> None:
+        """One group's scores (None: left out, as in :func:`group_stats`)."""
+        v = [s for s in scores if s is not None]
+        if not v:
+            return
+        n = len(v)
+        m = min(n, len(self.pass_sums)) if self.groups else n  # k beyond the smallest group is never needed
+        row = _pass_row(n, sum(x >= self.threshold for x in v), m)
+        if not self.groups:
+            self.pass_sums = [0] * n  # int 0, as sum() starts: the same float sums as group_stats
+        del self.pass_sums[len(row):]
+        for k, p in enumerate(row):
+            self.pass_sums[k] += p
+        self.mean_sum += sum(v) / n
+        self.groups += 1
+
+    def result(self) -> dict[str, float]:
+        if not self.groups:
+            return {"groups": 0}
+        n = len(self.pass_sums)
+        out: dict[str, float] = {"groups": self.groups, "n": n}
+        for k in ks_for(n):
+            out[f"pass@{k}"] = round(self.pass_sums[k - 1] / self.groups, 4)
+        out[f"mean@{n}"] = round(self.mean_sum / self.groups, 4)
+        return out
+
+
+class RunningSummary:
+    """:func:`summarize_rows` over rows fed a chunk at a time; the rows of a group must all come in
+    one chunk, next to each other (``grpo-kit score`` cuts its chunks between groups).
+
+    >>> rows = [{"rewards": {"acc": 1.0}, "reward": 1.0}, {"rewards": {"acc": 0.0}, "reward": 0.0},
+    ...         {"rewards": {"acc": None}, "reward": None, "reward_errors": {"acc": "timeout: 5 s"}}]
+    >>> run = RunningSummary(["acc"], grouped=True)
+    >>> run.add(rows[:2], ["a", "a"]); run.add(rows[2:], ["b"])
+    >>> run.result() == summarize_rows(rows, ["acc"], ["a", "a", "b"])
+    True
+    """
+
+    def __init__(self, reward_keys: Sequence[str], grouped: bool, threshold: float = 1.0):
+        self.keys = [*reward_keys, "reward"]
+        self.rows = 0
+        self.stats = {k: {"sum": 0, "count": 0, "nulls": 0, "errors": 0, "timeouts": 0, "excluded": 0}
+                      for k in self.keys}
+        self.groups = {k: GroupStats(threshold) for k in self.keys} if grouped else None
+
+    def add(self, rows: Sequence[dict[str, Any]], group_ids: Sequence[Hashable] | None = None) -> None:
+        self.rows += len(rows)
+        for key in self.keys:
+            st = self.stats[key]
+            vals = [r["reward"] if key == "reward" else r["rewards"].get(key) for r in rows]
+            for v in vals:
+                if v is None:
+                    st["nulls"] += 1
+                else:
+                    st["sum"] += v
+                    st["count"] += 1
+            if key == "reward":
+                st["excluded"] += sum(r["reward"] is None and bool(r.get("reward_errors")) for r in rows)
+            else:
+                errs = [e for r in rows if (e := (r.get("reward_errors") or {}).get(key)) is not None]
+                st["timeouts"] += sum(e.startswith("timeout") for e in errs)
+                st["errors"] += len(errs) - sum(e.startswith("timeout") for e in errs)
+            if self.groups is not None:
+                for _, members in groupby(zip(group_ids, vals), key=lambda gv: gv[0]):
+                    self.groups[key].add(v for _, v in members)
+
+    def result(self) -> dict[str, Any]:
+        """The dict :func:`summarize_rows` returns for all the rows added."""
+        out: dict[str, Any] = {"rows": self.rows, "rewards": {}}
+        for key in self.keys:
+            s = self.stats[key]
+            st: dict[str, Any] = {"mean": round(s["sum"] / s["count"], 6) if s["count"] else None,
+                                  "count": s["count"]}
+            if key == "reward":
+                st["none"] = s["nulls"] - s["excluded"]
+                st["excluded"] = s["excluded"]
+            else:
+                st["none"] = s["nulls"] - s["errors"] - s["timeouts"]
+                st["errors"], st["timeouts"] = s["errors"], s["timeouts"]
+            if self.groups is not None:
+                gs = self.groups[key].result()
+                if key == "reward":  # as summarize_rows: means only
+                    gs = {k: v for k, v in gs.items() if not k.startswith("pass@")}
+                st.update(gs)
+            out["rewards"][key] = st
+        return out

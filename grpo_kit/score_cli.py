@@ -26,6 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--completion-column", help="column holding the completion (default: completion)")
     p.add_argument("--split", help="split of a hub dataset or DatasetDict folder (default: train)")
     p.add_argument("--skip-invalid", action="store_true", help="skip and count malformed rows")
+    p.add_argument("--chunk-rows", type=int, help="rows per scorer call and per write, cut between "
+                   "groups (default: max(64, 256 x workers))")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="score on Ray: no ADDRESS starts a local cluster; `auto` or HOST:PORT joins a "
+                   "running one (needs pip install grpo-kit[ray]); put it after INPUT, or write --ray=auto")
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list-rewards", action="store_true", help="print the built-in reward names")
@@ -44,7 +49,7 @@ def resolve_config(args: argparse.Namespace) -> ScoreConfig:
     if args.timeout is not None:
         scoring["timeout"] = args.timeout
     for flag, key in (("group_by", "group_by"), ("completion_column", "completion_column"),
-                      ("split", "split")):
+                      ("split", "split"), ("chunk_rows", "chunk_rows")):
         if getattr(args, flag) is not None:
             data[key] = getattr(args, flag)
     if args.skip_invalid:
@@ -59,6 +64,6 @@ def run_score(args: argparse.Namespace) -> int:
     if not args.input or not args.output:
         raise ConfigError("usage: grpo-kit score INPUT -o OUTPUT --reward NAME[=WEIGHT] ...")
     summary = score_file(resolve_config(args), args.input, Path(args.output), overwrite=args.overwrite,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, ray=args.ray)
     print(format_summary(summary))
     return 0
