@@ -60,9 +60,10 @@ def stand_in_overrides(recipe: Path, model: Path, data: dict[str, str], run_dir:
 
 
 def test_the_recipes_are_there():
-    assert [p.name for p in RECIPES] == ["countdown_qwen2.5-3b.yaml", "gsm8k_qwen2.5-0.5b.yaml",
-                                         "gsm8k_qwen2.5-0.5b_ppo.yaml", "math_qwen2.5-math-1.5b.yaml",
-                                         "math_qwen2.5-math-1.5b_dr_grpo.yaml"]
+    assert [p.name for p in RECIPES] == ["countdown_qwen2.5-3b.yaml", "countdown_qwen2.5-3b_2gpu.yaml",
+                                         "gsm8k_qwen2.5-0.5b.yaml", "gsm8k_qwen2.5-0.5b_ppo.yaml",
+                                         "math_qwen2.5-math-1.5b.yaml", "math_qwen2.5-math-1.5b_dr_grpo.yaml",
+                                         "math_qwen2.5-math-7b_dr_grpo_8gpu.yaml"]
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
