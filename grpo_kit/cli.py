@@ -33,9 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return _record(_run)(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     where = f" [rank {os.environ['RANK']}]" if "RANK" in os.environ and "WORLD_SIZE" in os.environ else ""
     try:
-        return _record(args.func)(args)
+        return args.func(args)
     except (ConfigError, InputError, RewardFailure) as e:
         print(f"grpo-kit {args.verb}{where}: error: {e}", file=sys.stderr)
         return 2

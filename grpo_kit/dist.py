@@ -12,8 +12,10 @@ ends the job with an error instead of a hang.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -57,48 +59,19 @@ class World:
         dist.all_gather_object(out, obj)
         return out
 
-    def sum(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` summed over the ranks (a new tensor; ``x`` itself is left alone)."""
-        return self._reduce(x, dist.ReduceOp.SUM)
-
     def max(self, x: torch.Tensor) -> torch.Tensor:
-        return self._reduce(x, dist.ReduceOp.MAX)
-
-    def min(self, x: torch.Tensor) -> torch.Tensor:
-        return self._reduce(x, dist.ReduceOp.MIN)
-
-    def _reduce(self, x: torch.Tensor, op) -> torch.Tensor:
+        """The largest ``x`` of any rank (a new tensor; ``x`` itself is left alone)."""
         x = x.detach().clone()
         if self.distributed and self.size > 1:
-            dist.all_reduce(x, op=op)
+            dist.all_reduce(x, op=dist.ReduceOp.MAX)
         return x
 
-    def gather_rows(self, t: torch.Tensor, positions: torch.Tensor, n: int) -> torch.Tensor:
-        """The ``[n, T_max, ...]`` tensor whose row ``positions[i]`` is this rank's ``t[i]``, put
-        together from every rank's rows (each rank holds a disjoint set of the ``n`` positions;
-        shorter second dimensions are zero-padded to the longest)."""
+    def all_gather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """``t`` of every rank (all of one shape), in rank order."""
         if not self.distributed or self.size == 1:
-            out = t.new_zeros((n, *t.shape[1:]))
-            out[positions] = t
-            return out
-        dev = t.device
-        shapes = self.gather_objects(tuple(t.shape))
-        rows = max(s[0] for s in shapes)
-        width = max(s[1] for s in shapes) if t.dim() > 1 else None
-        pad = t.new_zeros((rows, *((width,) if width is not None else ()), *t.shape[2:]))
-        if width is None:
-            pad[:t.shape[0]] = t
-        else:
-            pad[:t.shape[0], :t.shape[1]] = t
-        pos = torch.full((rows,), -1, dtype=torch.long, device=dev)
-        pos[:len(positions)] = positions.to(dev)
-        parts, where = [torch.empty_like(pad) for _ in range(self.size)], [torch.empty_like(pos) for _ in range(self.size)]
-        dist.all_gather(parts, pad)
-        dist.all_gather(where, pos)
-        out = pad.new_zeros((n, *pad.shape[1:]))
-        for p, w in zip(parts, where):
-            keep = w >= 0
-            out[w[keep]] = p[keep]
+            return [t]
+        out = [torch.empty_like(t) for _ in range(self.size)]
+        dist.all_gather(out, t.contiguous())
         return out
 
     def barrier(self) -> None:
@@ -184,11 +157,37 @@ def shard_model(model: torch.nn.Module, *, mixed_precision: bool = False, cpu_of
     for layer in decoder_layers(model):
         fully_shard(layer, mp_policy=mp, offload_policy=offload, reshard_after_forward=reshard_after_forward)
     fully_shard(model, mp_policy=mp, offload_policy=offload, reshard_after_forward=reshard_after_forward)
+    _RESHARD[model] = reshard_after_forward
     for m in model.modules():
         if hasattr(m, "set_gradient_divide_factor"):
             m.set_gradient_divide_factor(1.0)
             m.set_force_sum_reduction_for_comms(True)  # plain SUM: gloo has no pre-multiplied sum
     return model
+
+
+_RESHARD: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def gathered(model: torch.nn.Module):
+    """Every FSDP unit of ``model`` gathered once for the block, not once per forward: for
+    generation, whose many forward passes (one per token) would each all-gather every layer.
+    Holds a full copy of the weights (in the compute dtype) for the block; a no-op unsharded."""
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    if not units:
+        yield
+        return
+    model.set_reshard_after_forward(False)
+    for m in units:
+        m.unshard()
+    try:
+        yield
+    finally:
+        for m in units:
+            m.reshard()
+        model.set_reshard_after_forward(_RESHARD.get(model, True))
 
 
 def is_sharded(model: torch.nn.Module) -> bool:

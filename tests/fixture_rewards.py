@@ -76,3 +76,12 @@ def fails_on_digit_one(completions, **columns):
 def constant(completions, **columns):
     """The same reward for everything: no group variance."""
     return [1.0] * len(completions)
+
+
+def fails_on_rank_one(completions, **columns):
+    """Raises in the scoring workers of rank 1 of a torchrun job (RANK is inherited from it)."""
+    import os
+
+    if os.environ.get("RANK") == "1":
+        raise RuntimeError("this reward fails on rank 1")
+    return [float(len(c)) for c in completions]

@@ -16,7 +16,7 @@ import torch
 from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper,
                           TopKLogitsWarper, TopPLogitsWarper)
 
-from grpo_kit.dist import many_ranks
+from grpo_kit.dist import gathered, many_ranks
 from grpo_kit.records import RolloutBatch
 from grpo_kit.rollout.base import Sampled, SamplingConfig, prompt_keys, prompt_seed, to_rollout_batch
 
@@ -100,10 +100,11 @@ class HFSampler:
         noise = _PromptNoise([prompt_seed(seed, k) for k in prompt_keys(len(prompt_ids), keys)], G, dev)
         was_training = self.model.training
         self.model.eval()
-        out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=self._generation_config(),
-                                  logits_processor=LogitsProcessorList([*procs, *([recorder] if recorder else []),
-                                                                        noise]),
-                                  tokenizer=self.tokenizer if c.stop else None, synced_gpus=many_ranks())
+        with gathered(self.model):  # sharded: the layers all-gathered once, not at every token
+            out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=self._generation_config(),
+                                      logits_processor=LogitsProcessorList([*procs, *([recorder] if recorder else []),
+                                                                            noise]),
+                                      tokenizer=self.tokenizer if c.stop else None, synced_gpus=many_ranks())
         self.model.train(was_training)
         new = out.sequences[:, width:]  # [B*G, T]
         logp = recorder.finish(new[:, -1]) if recorder is not None and new.shape[1] else None  # [B*G, T]

@@ -65,6 +65,26 @@ def make_batch(rb: RolloutBatch, pad_id: int, device: torch.device) -> Batch:
                  t(lps, torch.float32) if has_lp else None, P)
 
 
+@dataclass
+class Masks:
+    """The rows' masks and rewards without their tokens: what the loss mask, the advantages and
+    the normalisers read (every rank builds it for the whole step from the gathered record)."""
+
+    completion_mask: torch.Tensor  # [N, T]
+    rewards: torch.Tensor  # [B, G]
+    truncated: torch.Tensor  # [N] bool
+
+    @classmethod
+    def of(cls, rb: RolloutBatch, device: torch.device) -> "Masks":
+        lens = [len(c) for c in rb.completion_ids]
+        T = max(1, max(lens))
+        mask = torch.arange(T)[None, :] < torch.tensor(lens)[:, None]  # [N, T]
+        G = len(rb.groups()[0])
+        rewards = torch.tensor([float("nan") if r is None else r for r in rb.reward], dtype=torch.float32)
+        return cls(mask.long().to(device), rewards.view(-1, G).to(device),
+                   torch.tensor(rb.truncated, dtype=torch.bool, device=device))
+
+
 def forward_logprobs(model, batch: Batch, *, temperature: float, autocast: bool,
                      with_entropy: bool = False, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs ``[N, T]`` of the completion tokens (and their entropies) under ``model``."""

@@ -214,6 +214,14 @@ class TrainConfig(Strict):
     def _unique_keys(cls, v: list[RewardConfig] | None) -> list[RewardConfig] | None:
         return unique_reward_keys(v)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_type(cls, data: Any) -> Any:
+        """An ``algorithm`` block without ``type`` is GRPO's (the default algorithm)."""
+        if isinstance(data, dict) and isinstance(data.get("algorithm"), dict) and "type" not in data["algorithm"]:
+            data = {**data, "algorithm": {"type": "grpo", **data["algorithm"]}}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         G, B = self.sampling.n, self.train.prompts_per_step

@@ -28,6 +28,14 @@ def evaluate(cfg: TrainConfig, *, run_dir: Path | None = None, checkpoint: str |
         if not found:
             raise ConfigError(f"{run_dir}: no checkpoint yet; pass --checkpoint PATH")
         model_path = str(found[-1])
+    if model_path is not None and ckpt.is_sharded_checkpoint(Path(model_path)):  # torchrun's layout
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="grpo-kit-eval-") as tmp:
+            exported = str(ckpt.export_checkpoint(Path(model_path), Path(tmp)))
+            summary = evaluate(cfg, checkpoint=exported, k=k, split=split, limit=limit, output=output,
+                               batch_prompts=batch_prompts)
+        return {**summary, "model": model_path}
     model_cfg = cfg.model if model_path is None else cfg.model.model_copy(update={"path": model_path})
     task = get_task(cfg.task)
     split = split or ("test" if "test" in task.splits else "train")

@@ -30,11 +30,11 @@ from grpo_kit.rollout import make_sampler
 from grpo_kit.scoring import Scorer
 from grpo_kit.train import checkpoint as ckpt
 from grpo_kit.train.algorithm import Algorithm
-from grpo_kit.train.batch import make_batch
+from grpo_kit.train.batch import Masks, make_batch
 from grpo_kit.train.config import TrainConfig
 from grpo_kit.train.logger import RunLogger
 from grpo_kit.train.models import encode_prompt, load_policy
-from grpo_kit.train.update import policy_update
+from grpo_kit.train.update import Layout, policy_update
 from tasks import get_task
 
 
@@ -299,10 +299,8 @@ class Trainer:
         t0 = time.perf_counter()
         step = self.step + 1
         rb, metrics = self.collect(step)  # the whole step's record, on every rank
-        share = self.world.share(rb.num_groups)  # this rank's groups, rows positions .. + len
-        mine = rb.select_groups(share) if self.world.size > 1 else rb
-        G = self.cfg.sampling.n
-        batch = make_batch(mine, self.tokenizer.pad_token_id, self.device)
+        mine = rb.select_groups(self.world.share(rb.num_groups)) if self.world.size > 1 else rb
+        batch = make_batch(mine, self.tokenizer.pad_token_id, self.device)  # this rank's groups
         no_signal = self.algorithm.no_signal_fraction(rb.reward, rb.groups())
         if no_signal == 1.0:
             metrics["skipped"] = ("no group has a learning signal (every group's rewards are equal, or "
@@ -315,7 +313,7 @@ class Trainer:
                                          self.cfg, self.algorithm, autocast=self.autocast, beta=self.kl_ctl.beta,
                                          generator=gen, critic=self.critic,
                                          critic_optimizer=self.critic_optimizer, world=self.world,
-                                         positions=torch.arange(share.start * G, share.stop * G), total=rb.size))
+                                         layout=self._layout(rb, batch)))
             metrics["time/update"] = time.perf_counter() - t1
             self.sampler.sync_weights(self.model)
             if "kl/sequence" in metrics:  # Ziegler et al.'s units: KL per sequence, n = sequences
@@ -331,6 +329,14 @@ class Trainer:
             if self.cfg.train.samples_every and step % self.cfg.train.samples_every == 0:
                 self.logger.samples(step, rb)
         return row
+
+    def _layout(self, rb: RolloutBatch, batch) -> Layout:
+        """Which rank holds which of the step's rows: contiguous shares of whole groups."""
+        if self.world.size == 1:
+            return Layout.single(batch)
+        G, W = self.cfg.sampling.n, self.world.size
+        owner = [r for r in range(W) for _ in range(len(dist.World(r, W).share(rb.num_groups)) * G)]
+        return Layout(torch.tensor(owner), self.world.rank, Masks.of(rb, self.device))
 
     def train(self) -> Path:
         """Run to ``train.steps``. Ctrl-C (SIGINT) finishes the current step, saves a checkpoint and

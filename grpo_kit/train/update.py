@@ -19,7 +19,8 @@ global row ``positions``), and the update is the single-process one over the who
 from __future__ import annotations
 
 from collections import defaultdict
-from types import SimpleNamespace
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -30,23 +31,53 @@ from grpo_kit.train.batch import Batch, forward_logprobs
 from grpo_kit.train.config import TrainConfig
 
 _PER_SEQUENCE = {"kl/sequence"}  # metrics averaged over sequences, not tokens
-_NORMS = ("grad_norm", "value/grad_norm")  # the same on every rank after clipping
 
 
-def _chunks(rows: torch.Tensor, micro: int, world: World) -> list[torch.Tensor | None]:
-    """``rows`` in micro-batches of ``micro``, padded with ``None`` (an empty micro-batch) to the
-    largest count of any rank."""
+@dataclass
+class Layout:
+    """Where the step's sequences are: ``owner[j]`` is the rank that holds global row j (whole
+    groups, in row order); ``whole`` is the masks and rewards of every row (``completion_mask``
+    ``[total, T]``, ``rewards`` ``[B, G]``, ``truncated``), which every rank has from the gathered
+    record. A single process: :meth:`single`."""
+
+    owner: torch.Tensor  # [total] long
+    rank: int
+    whole: Any
+
+    @classmethod
+    def single(cls, batch: Batch) -> "Layout":
+        return cls(torch.zeros(batch.size, dtype=torch.long), 0, batch)
+
+    @property
+    def total(self) -> int:
+        return len(self.owner)
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """This rank's global rows, in the order of its local batch."""
+        return (self.owner == self.rank).nonzero().squeeze(1)
+
+    def most_chunks(self, rows: torch.Tensor, micro: int) -> int:
+        """The most micro-batches any rank needs for its part of the global ``rows``."""
+        per_rank = torch.bincount(self.owner[rows], minlength=int(self.owner.max()) + 1)
+        return int(-(-per_rank.max() // micro))
+
+
+def _chunks(rows: torch.Tensor, micro: int, most: int) -> list[torch.Tensor | None]:
+    """``rows`` in micro-batches of ``micro``, padded with ``None`` (an empty micro-batch) to
+    ``most``, the count of the rank with the most."""
     out: list[torch.Tensor | None] = [rows[u:u + micro] for u in range(0, len(rows), micro)]
-    most = int(world.max(torch.tensor(len(out))))
     return out + [None] * (most - len(out))
 
 
 @torch.no_grad()
-def _no_grad_in_micro_batches(fn, batch: Batch, micro: int, world: World = World()) -> torch.Tensor:
+def _no_grad_in_micro_batches(fn, batch: Batch, micro: int, layout: Layout | None = None) -> torch.Tensor:
     """``fn(sub_batch) -> [n, T]`` over the batch ``micro`` sequences at a time: ``[N, T]``."""
     dev = batch.input_ids.device
+    layout = layout or Layout.single(batch)
     parts = []
-    for idx in _chunks(torch.arange(batch.size, device=dev), micro, world):
+    most = layout.most_chunks(torch.arange(layout.total), micro)
+    for idx in _chunks(torch.arange(batch.size, device=dev), micro, most):
         out = fn(batch.rows(idx if idx is not None else torch.zeros(1, dtype=torch.long, device=dev)))
         if idx is not None:  # an empty micro-batch only keeps the ranks in step
             parts.append(out)
@@ -54,64 +85,75 @@ def _no_grad_in_micro_batches(fn, batch: Batch, micro: int, world: World = World
 
 
 def _logprobs_no_grad(model, batch: Batch, micro: int, cfg: TrainConfig, autocast: bool,
-                      world: World = World()) -> torch.Tensor:
+                      layout: Layout | None = None) -> torch.Tensor:
     return _no_grad_in_micro_batches(
         lambda sub: forward_logprobs(model, sub, temperature=cfg.sampling.temperature, autocast=autocast)[0],
-        batch, micro, world)
+        batch, micro, layout)
 
 
-def _global_advantages(algorithm: Algorithm, batch: Batch, mask, positions, total: int, world: World, G: int,
-                       **tensors):
-    """``algorithm.advantages`` over the whole batch, gathered from every rank; this rank's rows."""
+def _gather_rows(t: torch.Tensor, layout: Layout, world: World, width: int) -> torch.Tensor:
+    """``[total, width]``: every rank's rows of ``t`` at their global positions (zero-padded)."""
+    rows = int(torch.bincount(layout.owner).max())
+    pad = t.new_zeros((rows, width))
+    pad[:t.shape[0], :t.shape[1]] = t
+    out = t.new_zeros((layout.total, width))
+    for r, part in enumerate(world.all_gather(pad)):
+        mine = (layout.owner == r).nonzero().squeeze(1)
+        out[mine.to(t.device)] = part[:len(mine)]
+    return out
+
+
+def _global_advantages(algorithm: Algorithm, batch: Batch, layout: Layout, world: World, *, beta: float,
+                       old_logp, ref_logp, old_values):
+    """``algorithm.advantages`` over the whole batch; this rank's rows. The masks and rewards of
+    every row are at hand (``layout.whole``); the tensors that take a forward pass (values, and
+    the log-probs when the KL is in the reward) are gathered from every rank."""
+    per_token = {"old_logp": old_logp, "ref_logp": ref_logp} if beta > 0 and algorithm.kl_in_reward else {}
+    per_token["old_values"] = old_values
     if world.size == 1:
-        return algorithm.advantages(batch, mask, **tensors)
-    T = mask.shape[1]
-    groups = positions[::G] // G
-    rewards = world.gather_rows(batch.rewards, groups, total // G)  # [B, G]
-    full = {k: (None if v is None else world.gather_rows(v, positions, total)) for k, v in tensors.items()
-            if k != "beta"}
-    adv, returns, metrics = algorithm.advantages(SimpleNamespace(rewards=rewards),
-                                                 world.gather_rows(mask, positions, total), beta=tensors["beta"],
-                                                 **full)
-    mine = lambda t: None if t is None else t[positions, :T]  # noqa: E731
+        return algorithm.advantages(batch, algorithm.loss_mask(batch), beta=beta, **per_token)
+    mask = algorithm.loss_mask(layout.whole)  # [total, T_max]
+    dev, width = batch.input_ids.device, mask.shape[1]
+    full = {k: None if v is None else _gather_rows(v, layout, world, width) for k, v in per_token.items()}
+    adv, returns, metrics = algorithm.advantages(layout.whole, mask.to(dev), beta=beta, **full)
+    T, rows = batch.completion_ids.shape[1], layout.positions.to(dev)
+    mine = lambda t: None if t is None else t.to(dev)[rows, :T]  # noqa: E731
     return mine(adv), mine(returns), metrics
 
 
 def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: TrainConfig, algorithm: Algorithm,
                   *, autocast: bool, beta: float, generator: torch.Generator, critic=None,
-                  critic_optimizer=None, world: World = World(), positions: torch.Tensor | None = None,
-                  total: int | None = None) -> dict:
+                  critic_optimizer=None, world: World = World(), layout: Layout | None = None) -> dict:
     """mu epochs over shuffled minibatches (policy and, with a critic, the value model stepped
-    together); returns averaged metrics. ``positions``: the global rows of this rank's sequences
-    (default ``0 .. N-1``), of ``total`` in the step (default N); see the module docstring."""
+    together); returns averaged metrics. ``layout``: where the step's rows are under data
+    parallelism (default: all here); see the module docstring."""
     algo, dev = cfg.algorithm, batch.input_ids.device
-    positions = torch.arange(batch.size, device=dev) if positions is None else positions.to(dev)
-    total = batch.size if total is None else total
-    mb, micro = cfg.minibatch, cfg.micro_batch
+    layout = layout or Layout.single(batch)
+    total, mb, micro = layout.total, cfg.minibatch, cfg.micro_batch
     mask = algorithm.loss_mask(batch)
+    whole_tokens = algorithm.loss_mask(layout.whole).sum(-1).cpu()  # [total] tokens in the loss per row
     need_old = algo.epochs > 1 or mb < total or (beta > 0 and algorithm.kl_in_reward)
-    old_logp = _logprobs_no_grad(model, batch, micro, cfg, autocast, world) if need_old else None
-    ref_logp = _logprobs_no_grad(ref_model, batch, micro, cfg, autocast, world) if beta > 0 else None
-    old_values = (_no_grad_in_micro_batches(lambda sub: critic(sub, autocast), batch, micro, world)
+    old_logp = _logprobs_no_grad(model, batch, micro, cfg, autocast, layout) if need_old else None
+    ref_logp = _logprobs_no_grad(ref_model, batch, micro, cfg, autocast, layout) if beta > 0 else None
+    old_values = (_no_grad_in_micro_batches(lambda sub: critic(sub, autocast), batch, micro, layout)
                   if critic is not None else None)
-    adv, returns, metrics = _global_advantages(algorithm, batch, mask, positions, total, world, cfg.sampling.n,
-                                               old_logp=old_logp, ref_logp=ref_logp, beta=beta,
-                                               old_values=old_values)
+    adv, returns, metrics = _global_advantages(algorithm, batch, layout, world, beta=beta, old_logp=old_logp,
+                                               ref_logp=ref_logp, old_values=old_values)
     value_data = (critic, old_values, returns) if critic is not None else None
     acc = _Metrics()
     local_of = torch.full((total,), -1, dtype=torch.long)
-    local_of[positions.cpu()] = torch.arange(batch.size)
+    local_of[layout.positions] = torch.arange(batch.size)
     model.train()
     for _ in range(algo.epochs):
         order = torch.randperm(total, generator=generator)
         for s in range(0, total, mb):
-            rows = local_of[order[s:s + mb]]
+            glob = order[s:s + mb]
+            rows = local_of[glob]
             rows = rows[rows >= 0].to(dev)  # this rank's rows of the minibatch
-            norm_tok = world.sum(mask[rows].sum()).clamp(min=1)  # the minibatch's normalisers
-            n_seqs = min(mb, total - s)
-            for idx in _chunks(rows, micro, world):
+            norm_tok = whole_tokens[glob].sum().clamp(min=1).to(dev)  # the minibatch's normalisers
+            for idx in _chunks(rows, micro, layout.most_chunks(glob, micro)):
                 acc.add(_micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg, algorithm, autocast,
-                                    beta, num_tokens=norm_tok, num_seqs=n_seqs, value_data=value_data))
+                                    beta, num_tokens=norm_tok, num_seqs=len(glob), value_data=value_data))
             acc.minibatches += 1
             acc.norm("grad_norm", _optimizer_step(model, optimizer, scheduler, cfg))
             if critic is not None:
@@ -156,20 +198,23 @@ class _Metrics:
             self.norms[key].append(value)
 
     def result(self, world: World) -> dict[str, float]:
-        out: dict[str, float] = {}
-        keys = sorted(self.loss)
-        if keys:
-            sums = world.sum(torch.stack([self.loss[k] for k in keys]))
-            out |= {k: float(v) / max(1, self.minibatches) for k, v in zip(keys, sums)}
-        keys = sorted(self.weighted)
-        if keys:
-            sums = world.sum(torch.tensor([self.weighted[k] for k in keys], dtype=torch.float64))  # [K, 2]
-            out |= {k: float(s / w) if w > 0 else 0.0 for k, (s, w) in zip(keys, sums.tolist())}
-        for suffix, reduce in (("_min", world.min), ("_max", world.max)):
-            keys = sorted(k for k in self.extreme if k.endswith(suffix))
-            if keys:
-                vals = reduce(torch.tensor([self.extreme[k] for k in keys], dtype=torch.float64))
-                out |= {k: v if abs(v) != float("inf") else 1.0 for k, v in zip(keys, vals.tolist())}
+        """The step's metrics over every rank, from one all-gather of this rank's sums."""
+        loss, weighted = sorted(self.loss), sorted(self.weighted)
+        extreme = sorted(self.extreme)
+        local = torch.tensor([float(self.loss[k]) for k in loss] + [v for k in weighted for v in self.weighted[k]]
+                             + [self.extreme[k] for k in extreme], dtype=torch.float64)
+        ranks = torch.stack(world.all_gather(local))  # [ranks, K]
+        sums, out = ranks.sum(0).tolist(), {}
+        out |= {k: sums[i] / max(1, self.minibatches) for i, k in enumerate(loss)}
+        o = len(loss)
+        for i, k in enumerate(weighted):
+            s, w = sums[o + 2 * i], sums[o + 2 * i + 1]
+            out[k] = s / w if w > 0 else 0.0
+        o += 2 * len(weighted)
+        for i, k in enumerate(extreme):
+            col = ranks[:, o + i]
+            v = float(col.min() if k.endswith("_min") else col.max())
+            out[k] = v if abs(v) != float("inf") else 1.0  # no token anywhere: the neutral ratio
         out |= {k: sum(v) / len(v) for k, v in self.norms.items()}
         return out
 
@@ -202,13 +247,16 @@ def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConf
     a = adv[idx] * m  # finite where m is 0
     old = old_logp[idx] if old_logp is not None else logp.detach()
     is_w = None
+    metrics: dict = {}
+    if sub.sampler_logp is not None:  # how far the sampler's distribution is from the trainer's
+        metrics["rollout/logprob_abs_diff"] = ((old - sub.sampler_logp).abs() * m).sum() / m.sum().clamp(min=1)
     if algo.tis_cap is not None:
         if sub.sampler_logp is None:
             raise RuntimeError("algorithm.tis_cap needs the sampler's log-probs; this sampler gave none")
         is_w = truncated_is_weights(old, sub.sampler_logp, algo.tis_cap)
     agg = algorithm.agg(num_tokens, num_seqs)
-    loss, metrics = algorithm.policy_loss(logp, old, a, m, is_weights=is_w, agg=agg)
-    metrics = {f"policy/{k}": v for k, v in metrics.items()}
+    loss, pm = algorithm.policy_loss(logp, old, a, m, is_weights=is_w, agg=agg)
+    metrics.update({f"policy/{k}": v for k, v in pm.items()})
     metrics["loss/policy"] = loss.detach()
     if ref_logp is not None:
         kl_term, kl_metrics = algorithm.kl_term(logp, ref_logp[idx], m, beta=beta, agg=agg)
