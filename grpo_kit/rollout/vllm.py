@@ -134,6 +134,10 @@ class VLLMSampler:
         from grpo_kit.rollout.hf import _eos_ids
 
         engine = engine or VLLMConfig()
+        if many_ranks() and engine.tensor_parallel_size > 1:
+            raise ConfigError("under torchrun each rank runs its own vLLM engine on its own GPU: set "
+                              "vllm.tensor_parallel_size: 1 (engines spanning a tensor-parallel group of "
+                              "ranks are not supported yet)")
         self.tokenizer, self.cfg, self.logprobs, self.engine = tokenizer, cfg, logprobs, engine
         self.eos_ids = _eos_ids(model, tokenizer)
         self.in_process = engine.tensor_parallel_size == 1
