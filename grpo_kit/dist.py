@@ -30,11 +30,10 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        """Whether a process group is up (also under ``torchrun --nproc_per_node 1``)."""
-        return dist.is_available() and dist.is_initialized()
+    distributed: bool = False
+    """Whether this process joined a job's process group (also under ``torchrun --nproc_per_node
+    1``). Not the same as ``dist.is_initialized()``: an in-process vLLM engine starts a group of
+    its own in a plain process."""
 
     @property
     def is_main(self) -> bool:
@@ -107,14 +106,7 @@ def init_distributed(timeout_s: float = 600.0) -> World:
             torch.cuda.set_device(local)
         dist.init_process_group(backend(), timeout=datetime.timedelta(seconds=timeout_s),
                                 **({"device_id": torch.device("cuda", local)} if torch.cuda.is_available() else {}))
-    return World(rank, size, local)
-
-
-def current_world() -> World:
-    """The ``World`` of an already initialised process group (a single process otherwise)."""
-    if dist.is_available() and dist.is_initialized():
-        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
-    return World()
+    return World(rank, size, local, distributed=True)
 
 
 def close_distributed() -> None:
