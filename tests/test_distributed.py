@@ -76,6 +76,8 @@ STEP_CONFIGS = {
 def test_one_step_on_two_ranks_equals_one_process(tmp_path, demo_model):
     """The same rollouts (per-prompt seeds), the same update: parameters within 1e-5 after a step,
     and every logged metric but the timings within 1e-5. 4 prompts of 4 completions, split 2 + 2."""
+    import torch
+
     from grpo_kit.train.checkpoint import export_checkpoint
 
     paths = []
@@ -87,8 +89,13 @@ def test_one_step_on_two_ranks_equals_one_process(tmp_path, demo_model):
                "algorithm": extra["algorithm"], "run": {"progress": False}}
         paths.append(tmp_path / f"{name}.yaml")
         paths[-1].write_text(yaml.safe_dump(cfg))
+    # two switches of the distributed block, on dr_grpo's config, under torchrun only
+    dr = yaml.safe_load((tmp_path / "dr_grpo.yaml").read_text())
+    switches = {"mixed_precision": {"mixed_precision": True}, "no_reshard": {"reshard_after_forward": False}}
+    for name, d in switches.items():
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**dr, "distributed": d}))
     ok(plain("tests/dist_steps.py", tmp_path / "single", *paths))
-    ok(torchrun("tests/dist_steps.py", tmp_path / "ranks", *paths))
+    ok(torchrun("tests/dist_steps.py", tmp_path / "ranks", *paths, *(tmp_path / f"{n}.yaml" for n in switches)))
     base = _weights(demo_model)
     for name in STEP_CONFIGS:
         one = tmp_path / "single" / name / "checkpoints" / "step-000001"
@@ -105,6 +112,16 @@ def test_one_step_on_two_ranks_equals_one_process(tmp_path, demo_model):
             if k.startswith("time/") or k == "tokens_per_s":
                 continue
             assert v == pytest.approx(m2[k], rel=1e-5, abs=1e-6) if isinstance(v, float) else v == m2[k], (name, k)
+    ref = _weights(tmp_path / "single" / "dr_grpo" / "checkpoints" / "step-000001")
+    for name in switches:
+        got = _weights(export_checkpoint(tmp_path / "ranks" / name / "checkpoints" / "step-000001",
+                                         tmp_path / "export" / name))
+        diff = max(float((ref[k] - got[k]).abs().max()) for k in ref)
+        assert all(t.dtype == torch.float32 for t in got.values())  # fp32 master weights either way
+        if name == "mixed_precision":  # bf16 compute moves the update (measured 2e-4), fp32 masters
+            assert diff > 1e-5, diff
+        else:  # keeping gathered layers to the backward is memory, not maths
+            assert diff <= 1e-6, diff
 
 
 # --------------------------------------------------------------------------- the demo
