@@ -4,7 +4,7 @@ the trainer needs. Launched by ``torchrun`` (or any launcher that sets ``RANK``,
 of a single process.
 
     world = init_distributed(timeout_s=600)   # gloo on CPU, nccl on GPU, chosen automatically
-    model = shard_model(model, world, mixed_precision=True)
+    model = shard_model(model, mixed_precision=True)
 
 Every collective waits at most the process group's timeout, so a rank that died or desynchronised
 ends the job with an error instead of a hang.
@@ -182,23 +182,16 @@ def gathered(model: torch.nn.Module):
         model.set_reshard_after_forward(_RESHARD.get(model, True))
 
 
-def is_sharded(model: torch.nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
-
-
-def full_tensors(model: torch.nn.Module, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+def full_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` of every entry of ``model.state_dict()``, gathered from the shards one
-    tensor at a time (a collective: every rank must iterate to the end). ``dtype``: cast each one
-    as it is gathered, so at most one full tensor in the original dtype exists at a time."""
+    tensor at a time (a collective: every rank must iterate to the end)."""
     from torch.distributed.tensor import DTensor
 
     for name, t in model.state_dict().items():
         t = t.detach()
         if isinstance(t, DTensor):
             t = t.full_tensor()
-        yield name, (t if dtype is None else t.to(dtype))
+        yield name, t
 
 
 def local_bytes(tensors) -> int:

@@ -85,3 +85,12 @@ def fails_on_rank_one(completions, **columns):
     if os.environ.get("RANK") == "1":
         raise RuntimeError("this reward fails on rank 1")
     return [float(len(c)) for c in completions]
+
+
+def hangs_on_rank_one(completions, **columns):
+    """Sleeps 120 s in the scoring workers of rank 1 of a torchrun job: a rank that is stuck, not dead."""
+    import os
+
+    if os.environ.get("RANK") == "1":
+        time.sleep(120)
+    return [float(len(c)) for c in completions]

@@ -254,3 +254,17 @@ def test_a_rank_that_raises_ends_the_job_with_its_reason(tmp_path):
     assert proc.returncode != 0 and time.monotonic() - t0 < 120
     assert "grpo-kit train [rank 1]: error:" in proc.stderr and "this reward fails on rank 1" in proc.stderr
     assert "exitcode  : 2" in proc.stderr  # torchrun's summary: rank 1 exited with the CLI's error code
+
+
+def test_a_stuck_rank_ends_the_job_after_the_collective_timeout(tmp_path):
+    """Rank 1 stuck in a reward for 120 s (within its own 150 s scoring timeout): rank 0 waits in
+    the gather of the rollouts at most distributed.timeout_s = 10 s, fails, and the job ends long
+    before rank 1 would have come back."""
+    rewards = json.dumps([{"name": fixture("hangs_on_rank_one")}])
+    t0 = time.monotonic()
+    proc = torchrun("-m", "grpo_kit", "train", "--output-dir", tmp_path / "run", "--set", "run.progress=false",
+                    "--set", "train.steps=3", "--set", "distributed.timeout_s=10", "--set", "scoring.timeout=150",
+                    "--set", f"rewards={rewards}", timeout=300)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode != 0 and elapsed < 90, (elapsed, proc.stderr[-2000:])
+    assert "timed out" in proc.stderr.lower() or "timeout" in proc.stderr.lower(), proc.stderr[-3000:]

@@ -52,30 +52,37 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: d
                     keep_last: int, extra: dict[str, Any] | None = None) -> Path:
     """``extra``: sub-folder name -> a function saving into that folder (PPO's value model)."""
     final = checkpoint_dir(run_dir, step)
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = _fresh_tmp(final)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     for name, save in (extra or {}).items():
         (tmp / name).mkdir()
         save(tmp / name)
     torch.save({**trainer_state, "rng": rng_state(), "step": step}, tmp / "trainer_state.pt")
-    _fsync_tree(tmp)
+    _publish(tmp, final, run_dir, keep_last)
+    return final
+
+
+def _fresh_tmp(final: Path) -> Path:
+    """The empty temporary folder a checkpoint is written into (a killed write's is removed)."""
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _publish(tmp: Path, final: Path, run_dir: Path, keep_last: int) -> None:
+    """fsync ``tmp``, rename it to ``final``, and drop all but the last ``keep_last`` checkpoints."""
+    for f in tmp.rglob("*"):  # data on disk before the rename makes it visible
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     for old in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def _fsync_tree(root: Path) -> None:
-    for f in root.rglob("*"):  # data on disk before the rename makes it visible
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
 
 
 def save_sharded(run_dir: Path, step: int, world, states: dict[str, Any], tokenizer, model_config,
@@ -87,9 +94,7 @@ def save_sharded(run_dir: Path, step: int, world, states: dict[str, Any], tokeni
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     if world.is_main:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        (tmp / "rng").mkdir(parents=True)
+        (_fresh_tmp(final) / "rng").mkdir()
     world.barrier()
     dcp.save(states, checkpoint_id=str(tmp / "dcp"))
     torch.save(rng_state(), tmp / "rng" / f"rank-{world.rank}.pt")
@@ -101,12 +106,7 @@ def save_sharded(run_dir: Path, step: int, world, states: dict[str, Any], tokeni
         torch.save({**trainer_state, "step": step, "world_size": world.size}, tmp / "trainer_state.pt")
     world.barrier()
     if world.is_main:
-        _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in list_checkpoints(run_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+        _publish(tmp, final, run_dir, keep_last)
     world.barrier()
     return final
 

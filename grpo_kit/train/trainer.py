@@ -149,14 +149,14 @@ class Trainer:
             self._say(f"no checkpoint in {self.run_dir}; starting from step 0")
             return
         last = found[-1]
+        st = ckpt.load_trainer_state(last)
         if ckpt.is_sharded_checkpoint(last):
             self._resume_sharded(last)
         elif self.world.distributed:
             raise ConfigError(f"{last} was written by a single process (a Hugging Face folder); resume it "
                               "without torchrun, or start a new run from it with model.path")
         else:
-            self._resume_single(last)
-        st = ckpt.load_trainer_state(last)
+            self._resume_single(last, st)
         self.scheduler.load_state_dict(st["scheduler"])
         self.cursor.load(st["cursor"])
         self.kl_ctl.beta = st["kl_beta"]
@@ -166,12 +166,11 @@ class Trainer:
         self.sampler.sync_weights(self.model)
         self._say(f"resumed from {last} (step {self.step})")
 
-    def _resume_single(self, last: Path) -> None:
+    def _resume_single(self, last: Path, st: dict[str, Any]) -> None:
         from transformers import AutoModelForCausalLM
 
         loaded = AutoModelForCausalLM.from_pretrained(last, dtype=next(self.model.parameters()).dtype)
         self.model.load_state_dict(loaded.state_dict())
-        st = ckpt.load_trainer_state(last)
         self.optimizer.load_state_dict(st["optimizer"])
         if self.critic is not None:
             from grpo_kit.train.value import ValueModel
@@ -262,7 +261,6 @@ class Trainer:
             self.score(rb)
         else:
             rb = rb.select_groups([])
-        t2 = time.perf_counter()
         if self.world.size > 1:
             parts = [RolloutBatch.from_dict(p) for p in self.world.gather_objects(rb.to_dict())]
             rb = RolloutBatch.concat([p for p in parts if p.num_groups])
@@ -378,8 +376,6 @@ class Trainer:
     def _any(self, flag: list) -> bool:
         """Whether ``flag`` is set on any rank (an interrupt reaches torchrun's ranks one by one):
         every rank then stops after the same step."""
-        if self.world.size == 1:
-            return bool(flag)
         return bool(self.world.max(torch.tensor(int(bool(flag)))))
 
     def close(self) -> None:

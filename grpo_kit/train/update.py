@@ -103,16 +103,15 @@ def _gather_rows(t: torch.Tensor, layout: Layout, world: World, width: int) -> t
     return out
 
 
-def _global_advantages(algorithm: Algorithm, batch: Batch, layout: Layout, world: World, *, beta: float,
+def _global_advantages(algorithm: Algorithm, batch: Batch, layout: Layout, world: World, mask, *, beta: float,
                        old_logp, ref_logp, old_values):
-    """``algorithm.advantages`` over the whole batch; this rank's rows. The masks and rewards of
-    every row are at hand (``layout.whole``); the tensors that take a forward pass (values, and
-    the log-probs when the KL is in the reward) are gathered from every rank."""
+    """``algorithm.advantages`` over the whole batch (``mask``: the loss mask of every row, from
+    ``layout.whole``); this rank's rows. The tensors that take a forward pass (values, and the
+    log-probs when the KL is in the reward) are gathered from every rank."""
     per_token = {"old_logp": old_logp, "ref_logp": ref_logp} if beta > 0 and algorithm.kl_in_reward else {}
     per_token["old_values"] = old_values
     if world.size == 1:
-        return algorithm.advantages(batch, algorithm.loss_mask(batch), beta=beta, **per_token)
-    mask = algorithm.loss_mask(layout.whole)  # [total, T_max]
+        return algorithm.advantages(batch, mask, beta=beta, **per_token)
     dev, width = batch.input_ids.device, mask.shape[1]
     full = {k: None if v is None else _gather_rows(v, layout, world, width) for k, v in per_token.items()}
     adv, returns, metrics = algorithm.advantages(layout.whole, mask.to(dev), beta=beta, **full)
@@ -130,15 +129,16 @@ def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: Tra
     algo, dev = cfg.algorithm, batch.input_ids.device
     layout = layout or Layout.single(batch)
     total, mb, micro = layout.total, cfg.minibatch, cfg.micro_batch
-    mask = algorithm.loss_mask(batch)
-    whole_tokens = algorithm.loss_mask(layout.whole).sum(-1).cpu()  # [total] tokens in the loss per row
+    mask = algorithm.loss_mask(batch)  # [N, T] this rank's rows
+    whole_mask = mask if layout.whole is batch else algorithm.loss_mask(layout.whole)  # [total, T_max]
+    whole_tokens = whole_mask.sum(-1).cpu()  # tokens in the loss per row
     need_old = algo.epochs > 1 or mb < total or (beta > 0 and algorithm.kl_in_reward)
     old_logp = _logprobs_no_grad(model, batch, micro, cfg, autocast, layout) if need_old else None
     ref_logp = _logprobs_no_grad(ref_model, batch, micro, cfg, autocast, layout) if beta > 0 else None
     old_values = (_no_grad_in_micro_batches(lambda sub: critic(sub, autocast), batch, micro, layout)
                   if critic is not None else None)
-    adv, returns, metrics = _global_advantages(algorithm, batch, layout, world, beta=beta, old_logp=old_logp,
-                                               ref_logp=ref_logp, old_values=old_values)
+    adv, returns, metrics = _global_advantages(algorithm, batch, layout, world, whole_mask, beta=beta,
+                                               old_logp=old_logp, ref_logp=ref_logp, old_values=old_values)
     value_data = (critic, old_values, returns) if critic is not None else None
     acc = _Metrics()
     local_of = torch.full((total,), -1, dtype=torch.long)
