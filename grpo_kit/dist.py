@@ -120,7 +120,8 @@ def close_distributed() -> None:
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The transformer blocks of a Hugging Face model (``model.model.layers`` for a causal LM,
     ``model.layers`` for a bare ``AutoModel``): FSDP's units, one all-gather each."""
-    for path in ("model.layers", "layers", "backbone.layers", "backbone.model.layers", "transformer.h", "gpt_neox.layers"):
+    for path in ("model.layers", "layers", "backbone.layers", "backbone.model.layers", "transformer.h", "gpt_neox.layers",
+                 "base_model.model.model.layers"):  # the last: a peft model (LoRA)
         m = model
         for part in path.split("."):
             m = getattr(m, part, None)
@@ -148,8 +149,11 @@ def shard_model(model: torch.nn.Module, *, mixed_precision: bool = False, cpu_of
     offload = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
     for layer in decoder_layers(model):
         fully_shard(layer, mp_policy=mp, offload_policy=offload, reshard_after_forward=reshard_after_forward)
-    fully_shard(model, mp_policy=mp, offload_policy=offload, reshard_after_forward=reshard_after_forward)
-    _RESHARD[model] = reshard_after_forward
+    # a peft model's root unit is the transformers model inside it: generate() reaches that model
+    # without the peft wrapper's forward, and FSDP needs every forward to enter through the root
+    root = model.get_base_model() if hasattr(model, "get_base_model") else model
+    fully_shard(root, mp_policy=mp, offload_policy=offload, reshard_after_forward=reshard_after_forward)
+    _RESHARD[root] = reshard_after_forward
     for m in model.modules():
         if hasattr(m, "set_gradient_divide_factor"):
             m.set_gradient_divide_factor(1.0)
@@ -171,7 +175,8 @@ def gathered(model: torch.nn.Module):
     if not units:
         yield
         return
-    model.set_reshard_after_forward(False)
+    root = units[0]  # modules() visits the outermost unit first
+    root.set_reshard_after_forward(False)
     for m in units:
         m.unshard()
     try:
@@ -179,7 +184,7 @@ def gathered(model: torch.nn.Module):
     finally:
         for m in units:
             m.reshard()
-        model.set_reshard_after_forward(_RESHARD.get(model, True))
+        root.set_reshard_after_forward(_RESHARD.get(root, True))
 
 
 def full_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:

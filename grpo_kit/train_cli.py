@@ -36,10 +36,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     x = sub.add_parser("export", help="write a run's checkpoint as a plain Hugging Face model folder",
                        description="Export the policy of a checkpoint (either layout: a single process's "
-                       "or torchrun's sharded one) to a folder that transformers and vLLM load.")
+                       "or torchrun's sharded one) to a folder that transformers and vLLM load. A LoRA "
+                       "run's checkpoint is merged into its base model, or with --adapter written as the "
+                       "peft adapter alone.")
     x.add_argument("run_dir", help="a run folder")
     x.add_argument("--checkpoint", help="checkpoint name (step-000010) or path (default: the last one)")
     x.add_argument("-o", "--output", required=True, help="folder to write")
+    x.add_argument("--adapter", action="store_true", help="LoRA runs: write the adapter (peft format) "
+                   "instead of a merged model")
+    x.add_argument("--base", help="LoRA runs: the base model (default: the one the adapter records, "
+                   "the run's model.path)")
     x.set_defaults(func=run_export)
 
     pl = sub.add_parser("plot", help="draw reward and length curves of a run to a PNG")
@@ -126,7 +132,9 @@ def run_export(args: argparse.Namespace) -> int:
         if not found:
             raise ConfigError(f"{run_dir}: no checkpoint (not a run folder, or no step saved yet)")
         path = found[-1]
-    out = ckpt.export_checkpoint(path, Path(args.output))
+    if (args.adapter or args.base) and not ckpt.is_lora_checkpoint(path):
+        raise ConfigError(f"{path} is not a LoRA checkpoint: --adapter and --base apply to LoRA runs only")
+    out = ckpt.export_checkpoint(path, Path(args.output), adapter=args.adapter, base=args.base)
     print(f"grpo-kit export: {path} -> {out}", file=sys.stderr)
     return 0
 

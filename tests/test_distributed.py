@@ -1,7 +1,8 @@
 """Data parallelism under real torchrun: 2 ranks on the CPU with gloo, FSDP2, tiny models.
 
 - one step on 2 ranks equals one step in one process (grpo with KL, epochs and micro-batch
-  accumulation; dr_grpo; REINFORCE++-baseline's batch std; PPO with its critic and whitening);
+  accumulation; dr_grpo; REINFORCE++-baseline's batch std; PPO with its critic and whitening;
+  a LoRA adapter on the sharded frozen base, whose sharded checkpoint resumes in one process);
 - the demo learns under torchrun, with the first steps' metrics equal to the single process's;
 - a sharded checkpoint resumes on 1 and on 2 ranks with the uninterrupted run's metrics, and
   exports to a folder transformers loads; vLLM engines per rank load the export and follow the
@@ -70,6 +71,10 @@ STEP_CONFIGS = {
     "dr_grpo": {"algorithm": {"type": "grpo", "advantage": "dr_grpo", "loss_agg": "constant_norm"}},
     "batch_std": {"algorithm": {"type": "grpo", "advantage": "reinforce_pp_baseline"}},
     "ppo": {"algorithm": {"type": "ppo"}, "train": {"minibatch_size": 8, "micro_batch_size": 4}},
+    # a LoRA adapter on the sharded frozen base, the reference = the adapter switched off; 2 steps,
+    # each saved, for the resume below
+    "lora": {"algorithm": {"type": "grpo", "kl": {"beta": 0.04}}, "model": {"lora": {"r": 8, "alpha": 16}},
+             "optim": {"lr": 1e-3}, "train": {"steps": 2, "save_every": 1}},
 }
 
 
@@ -82,9 +87,9 @@ def test_one_step_on_two_ranks_equals_one_process(tmp_path, demo_model):
 
     paths = []
     for name, extra in STEP_CONFIGS.items():
-        cfg = {"model": {"path": str(demo_model)}, "task": {"name": "arithmetic"},
-               "sampling": {"n": 4, "max_new_tokens": 3}, "optim": {"lr": 1e-4, "grad_clip": 1.0},
-               "scoring": {"workers": 1},
+        cfg = {"model": {"path": str(demo_model), **extra.get("model", {})}, "task": {"name": "arithmetic"},
+               "sampling": {"n": 4, "max_new_tokens": 3},
+               "optim": {"lr": 1e-4, "grad_clip": 1.0, **extra.get("optim", {})}, "scoring": {"workers": 1},
                "train": {"steps": 1, "prompts_per_step": 4, "samples_every": 0, **extra.get("train", {})},
                "algorithm": extra["algorithm"], "run": {"progress": False}}
         paths.append(tmp_path / f"{name}.yaml")
@@ -101,7 +106,8 @@ def test_one_step_on_two_ranks_equals_one_process(tmp_path, demo_model):
         one = tmp_path / "single" / name / "checkpoints" / "step-000001"
         two = tmp_path / "ranks" / name / "checkpoints" / "step-000001"
         assert (two / "dcp").is_dir() and sorted(p.name for p in (two / "rng").iterdir()) == ["rank-0.pt", "rank-1.pt"]
-        a, b = _weights(one), _weights(export_checkpoint(two, tmp_path / "export" / name))
+        a = _weights(export_checkpoint(one, tmp_path / "export1" / name))  # LoRA: merged into the base
+        b = _weights(export_checkpoint(two, tmp_path / "export" / name))
         assert sorted(a) == sorted(b)
         moved = max(float((a[k] - base[k]).abs().max()) for k in a)
         diff = max(float((a[k] - b[k]).abs().max()) for k in a)
@@ -112,6 +118,20 @@ def test_one_step_on_two_ranks_equals_one_process(tmp_path, demo_model):
             if k.startswith("time/") or k == "tokens_per_s":
                 continue
             assert v == pytest.approx(m2[k], rel=1e-5, abs=1e-6) if isinstance(v, float) else v == m2[k], (name, k)
+    # LoRA: only the adapter is saved (peft's format, gathered; the shards hold adapter + optimizer);
+    # the sharded checkpoint of step 1 resumes in one process to the 2-rank run's step 2
+    lora = tmp_path / "ranks" / "lora"
+    assert (lora / "checkpoints" / "step-000001" / "adapter_model.safetensors").is_file()
+    resumed = tmp_path / "resumed" / "lora"
+    shutil.copytree(lora, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "step-000002")
+    (resumed / "metrics.jsonl").write_text((lora / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    ok(plain("tests/dist_steps.py", "--resume", tmp_path / "resumed", tmp_path / "lora.yaml"))
+    m2, m1 = (read_metrics(d / "metrics.jsonl")[1] for d in (lora, resumed))
+    assert m1["step"] == m2["step"] == 2
+    for k, v in m2.items():
+        if not (k.startswith("time/") or k == "tokens_per_s"):
+            assert v == pytest.approx(m1[k], rel=1e-5, abs=1e-6), k
     ref = _weights(tmp_path / "single" / "dr_grpo" / "checkpoints" / "step-000001")
     for name in switches:
         got = _weights(export_checkpoint(tmp_path / "ranks" / name / "checkpoints" / "step-000001",

@@ -153,6 +153,34 @@ def test_greedy_tokens_follow_the_synced_weights(setup):
     assert _agree(_greedy_vllm(sampler, many, 6), after) >= 20
 
 
+def test_a_lora_policy_syncs_merged_and_greedy_tokens_follow_it(setup):
+    """A peft policy reaches the engine as the base's weights with W + (alpha / r) B A merged
+    (grpo_kit.lora.hf_weights); the trainer's model stays unmerged. Greedy tokens after the sync
+    equal HF's on the adapted model."""
+    import copy
+
+    from grpo_kit.lora import apply_lora
+
+    model, tok, _, sampler, _ = setup
+    policy = apply_lora(copy.deepcopy(model), r=8, alpha=16, dropout=0.0, target_modules="all-linear",
+                        modules_to_save=[]).eval()
+    many = [encode(tok, f"{a}+{b}=") for a in range(10) for b in range(2, 10, 3)]
+    before = _greedy_hf(policy, tok, many, 6)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if ".lora_B." in name:  # B starts at 0: give the adapter an effect
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    after = _greedy_hf(policy, tok, many, 6)
+    assert after != before
+    try:
+        sampler.sync_weights(policy)
+        assert _agree(_greedy_vllm(sampler, many, 6), after) >= 20
+        assert any(".lora_A." in n for n in policy.state_dict())  # not merged into the trainer's model
+    finally:
+        sampler.sync_weights(model)  # the module's other tests use the plain model
+
+
 def test_tensor_parallel_sync_path_through_a_ram_disk_file(setup):
     """The path taken when the engine runs in worker processes (tensor_parallel_size > 1): the
     weights go through one safetensors file in /dev/shm. Exercised here on the in-process engine."""

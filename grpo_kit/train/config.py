@@ -47,6 +47,28 @@ def critic_estimators() -> list[str]:
 LossAgg = Annotated[str, _one_of("loss aggregation", lambda: AGGREGATIONS)]
 
 
+class LoRAConfig(Strict):
+    """LoRA (Hu et al. 2021) through peft: ``W x + (alpha / r) B A x``, ``W`` frozen, ``A`` and ``B``
+    trained. The KL reference is the same model with the adapter switched off; see the README."""
+
+    r: int = Field(16, ge=1, description="rank of the adapter")
+    alpha: float = Field(32.0, gt=0, description="scale numerator: the update is (alpha / r) B A")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter's input (0: the "
+                           "sampled and the trained distributions match, as in RL peers)")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="the linear layers adapted, by name (e.g. [q_proj, v_proj]), or "
+        "all-linear: every linear layer but the output head")
+    modules_to_save: list[str] = Field(default_factory=list, description="modules trained whole beside "
+                                       "the adapter (e.g. [lm_head]); saved with it")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("name at least one module (e.g. [q_proj, v_proj]) or use all-linear")
+        return v
+
+
 class ModelConfig(Strict):
     path: str = Field(description="local path or hub id of a causal LM (AutoModelForCausalLM)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -55,6 +77,9 @@ class ModelConfig(Strict):
     device: str = Field("auto", description="auto = cuda when available, else cpu")
     gradient_checkpointing: bool | None = Field(None, description="default: on for GPU, off for CPU")
     autocast: bool | None = Field(None, description="bf16 autocast of forward passes; default on GPU")
+    lora: LoRAConfig | None = Field(None, description="train a LoRA adapter instead of every weight "
+                                    "(off by default); with dtype auto the frozen base is bf16 on a "
+                                    "GPU, the adapter float32")
 
 
 class KLConfig(Strict):

@@ -28,7 +28,8 @@ def evaluate(cfg: TrainConfig, *, run_dir: Path | None = None, checkpoint: str |
         if not found:
             raise ConfigError(f"{run_dir}: no checkpoint yet; pass --checkpoint PATH")
         model_path = str(found[-1])
-    if model_path is not None and ckpt.is_sharded_checkpoint(Path(model_path)):  # torchrun's layout
+    if model_path is not None and (ckpt.is_sharded_checkpoint(Path(model_path))  # torchrun's layout
+                                   or ckpt.is_lora_checkpoint(Path(model_path))):  # merged into its base
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="grpo-kit-eval-") as tmp:
@@ -36,7 +37,8 @@ def evaluate(cfg: TrainConfig, *, run_dir: Path | None = None, checkpoint: str |
             summary = evaluate(cfg, checkpoint=exported, k=k, split=split, limit=limit, output=output,
                                batch_prompts=batch_prompts)
         return {**summary, "model": model_path}
-    model_cfg = cfg.model if model_path is None else cfg.model.model_copy(update={"path": model_path})
+    # a LoRA run's checkpoint arrives merged (above); without one its adapter is zero: the base
+    model_cfg = cfg.model.model_copy(update={"lora": None, **({"path": model_path} if model_path else {})})
     task = get_task(cfg.task)
     split = split or ("test" if "test" in task.splits else "train")
     if split not in task.splits:

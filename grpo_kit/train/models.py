@@ -49,9 +49,11 @@ def load_policy(cfg: ModelConfig, local_rank: int = 0):
 
     Weights stay float32 unless ``dtype`` says otherwise (the optimizer keeps full-precision
     weights); on a GPU the forward passes run under bf16 autocast and gradient checkpointing is on,
-    unless the config turns them off."""
+    unless the config turns them off. With ``lora`` the model is a ``peft.PeftModel`` whose frozen
+    base is bf16 on a GPU (``dtype: auto``; float32 on a CPU) and whose adapter is float32."""
     device = pick_device(cfg.device, local_rank)
-    dtype = torch.float32 if cfg.dtype == "auto" else _DTYPES[cfg.dtype]
+    frozen_base_bf16 = cfg.lora is not None and device.type == "cuda"
+    dtype = (torch.bfloat16 if frozen_base_bf16 else torch.float32) if cfg.dtype == "auto" else _DTYPES[cfg.dtype]
 
     def causal_lm(path: str):
         from transformers import AutoModelForCausalLM  # seconds to import: after the hub check
@@ -66,6 +68,10 @@ def load_policy(cfg: ModelConfig, local_rank: int = 0):
     if cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else on_gpu:
         # non-reentrant: the variant that works with FSDP2's hooks
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora is not None:
+        from grpo_kit.lora import apply_lora
+
+        model = apply_lora(model, **cfg.lora.model_dump())
     autocast = cfg.autocast if cfg.autocast is not None else on_gpu
     return model, tok, device, autocast
 

@@ -25,6 +25,7 @@ import torch
 from grpo_kit import dist
 from grpo_kit.config import dump_config
 from grpo_kit.errors import ConfigError
+from grpo_kit.lora import AdapterDisabled, full_adapter_state, load_adapter, parameter_counts
 from grpo_kit.records import RolloutBatch
 from grpo_kit.rollout import make_sampler
 from grpo_kit.scoring import Scorer
@@ -98,28 +99,34 @@ class Trainer:
         self.model, self.tokenizer, self.device, self.autocast = load_policy(cfg.model, self.world.local_rank)
         algo = cfg.algorithm
         self.algorithm = Algorithm(algo, max_new_tokens=cfg.sampling.max_new_tokens)
+        trainable, total = parameter_counts(self.model)
+        self._say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
+                  + (" (LoRA adapter)" if cfg.model.lora is not None else ""))
         self.ref_model = None
-        if algo.kl.beta > 0:
+        if algo.kl.beta > 0 and cfg.model.lora is not None:  # the same weights, adapter off: no copy
+            self.ref_model = AdapterDisabled(self.model)
+        elif algo.kl.beta > 0:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
             if self.autocast:  # its forward passes run in bf16 anyway: half the memory of fp32
                 self.ref_model.to(torch.bfloat16)
+        # the trainable weights' dtype (float32 beside a LoRA adapter's bf16 base on a GPU)
+        train_dtype = next(p for p in self.model.parameters() if p.requires_grad).dtype
         self.critic = self.critic_optimizer = None
-        if self.algorithm.needs_critic:  # the value model: PPO's fourth model
+        if self.algorithm.needs_critic:  # the value model: PPO's fourth model (trained whole)
             from grpo_kit.train.value import ValueModel
 
-            self.critic = ValueModel.load(algo.value.model or cfg.model.path,
-                                          next(self.model.parameters()).dtype, self.device)
+            self.critic = ValueModel.load(algo.value.model or cfg.model.path, train_dtype, self.device)
         if self.world.distributed:  # FSDP2: each rank keeps 1/N of every model
             d = cfg.distributed
             shard = dict(mixed_precision=d.mixed_precision if d.mixed_precision is not None
                          else self.device.type == "cuda", cpu_offload=d.cpu_offload,
                          reshard_after_forward=d.reshard_after_forward)
             for m in (self.model, self.ref_model, self.critic):
-                if m is not None:
+                if isinstance(m, torch.nn.Module):  # not the adapter-disabled view of the policy
                     dist.shard_model(m, **shard)
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps,
-                                           weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=o.lr,
+                                           betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
         N = cfg.train.prompts_per_step * cfg.sampling.n
         total_updates = cfg.train.steps * algo.epochs * (N // cfg.minibatch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, total_updates))
@@ -169,8 +176,15 @@ class Trainer:
     def _resume_single(self, last: Path, st: dict[str, Any]) -> None:
         from transformers import AutoModelForCausalLM
 
-        loaded = AutoModelForCausalLM.from_pretrained(last, dtype=next(self.model.parameters()).dtype)
-        self.model.load_state_dict(loaded.state_dict())
+        if self.cfg.model.lora is not None:
+            if not ckpt.is_lora_checkpoint(last):
+                raise ConfigError(f"{last} holds a whole model, not a LoRA adapter; drop model.lora to resume it")
+            load_adapter(self.model, last)
+        else:
+            if ckpt.is_lora_checkpoint(last):
+                raise ConfigError(f"{last} holds a LoRA adapter; resume it with the run's model.lora settings")
+            loaded = AutoModelForCausalLM.from_pretrained(last, dtype=next(self.model.parameters()).dtype)
+            self.model.load_state_dict(loaded.state_dict())
         self.optimizer.load_state_dict(st["optimizer"])
         if self.critic is not None:
             from grpo_kit.train.value import ValueModel
@@ -179,10 +193,19 @@ class Trainer:
             self.critic.load_state_dict(saved.state_dict())
             self.critic_optimizer.load_state_dict(st["critic_optimizer"])
 
+    def _state_options(self):
+        """The policy's state-dict options: with LoRA only the trainable weights (the adapter; the
+        frozen base is ``model.path``'s)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        lora = self.cfg.model.lora is not None
+        return StateDictOptions(ignore_frozen_params=lora, strict=not lora)  # LoRA: the base is not in it
+
     def _sharded_states(self) -> dict[str, Any]:
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
-        states = dict(zip(("model", "optimizer"), get_state_dict(self.model, self.optimizer)))
+        states = dict(zip(("model", "optimizer"), get_state_dict(self.model, self.optimizer,
+                                                                 options=self._state_options())))
         if self.critic is not None:
             states.update(zip(("value_model", "value_optimizer"), get_state_dict(self.critic, self.critic_optimizer)))
         return states
@@ -192,8 +215,12 @@ class Trainer:
 
         states = self._sharded_states()
         ckpt.load_sharded(last, self.world, states)
-        set_state_dict(self.model, self.optimizer, model_state_dict=states["model"],
-                       optim_state_dict=states["optimizer"])
+        loaded = set_state_dict(self.model, self.optimizer, model_state_dict=states["model"],
+                                optim_state_dict=states["optimizer"], options=self._state_options())
+        trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        if loaded is not None and trainable & set(loaded.missing_keys):
+            raise ConfigError(f"{last} lacks trainable weights of this model: "
+                              f"{sorted(trainable & set(loaded.missing_keys))[:3]}")
         if self.critic is not None:
             set_state_dict(self.critic, self.critic_optimizer, model_state_dict=states["value_model"],
                            optim_state_dict=states["value_optimizer"])
@@ -201,9 +228,13 @@ class Trainer:
     def save(self) -> Path:
         state = {"scheduler": self.scheduler.state_dict(), "cursor": self.cursor.state(), "kl_beta": self.kl_ctl.beta}
         if self.world.distributed:
+            main_writes = None
+            if self.cfg.model.lora is not None:  # the adapter in peft's format too, gathered on rank 0
+                adapter = full_adapter_state(self.model)
+                main_writes = lambda d: self.model.save_pretrained(d, state_dict=adapter)  # noqa: E731
             return ckpt.save_sharded(self.run_dir, self.step, self.world, self._sharded_states(), self.tokenizer,
                                      self.model.config, state, self.cfg.train.keep_last,
-                                     generation_config=self.model.generation_config)
+                                     generation_config=self.model.generation_config, main_writes=main_writes)
         state["optimizer"] = self.optimizer.state_dict()
         extra = None
         if self.critic is not None:
