@@ -86,9 +86,6 @@ class AdapterDisabled:
         with self.model.disable_adapter():
             return self.model(*args, **kwargs)
 
-    def eval(self) -> "AdapterDisabled":
-        return self
-
 
 def hf_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` of the plain model ``model`` stands for: its own state dict, or for a peft

@@ -214,3 +214,21 @@ def test_eval_of_a_lora_run(trained, capsys):
     assert main(["eval", str(run), "--limit", "4", "--k", "2"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["model"].endswith("step-000003") and summary["prompts"] == 4
+
+
+def test_a_bf16_base_keeps_the_trainable_weights_float32(tiny_model):
+    """What a GPU gets with dtype auto (a bf16 frozen base), asked for explicitly on the CPU: the
+    adapter and modules_to_save stay float32, and a bf16-autocast step gives them float32 gradients."""
+    from grpo_kit.train.config import ModelConfig
+    from grpo_kit.train.models import load_policy
+
+    model, *_ = load_policy(ModelConfig(path=str(tiny_model), dtype="bfloat16",
+                                        lora={"r": 4, "modules_to_save": ["lm_head"]}))
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    trainable = {n: p.dtype for n, p in model.named_parameters() if p.requires_grad}
+    assert frozen == {torch.bfloat16} and set(trainable.values()) == {torch.float32}
+    assert any("modules_to_save" in n for n in trainable)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=torch.tensor([[3, 4, 12, 5, 13]])).logits.float().logsumexp(-1).mean()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)

@@ -63,7 +63,7 @@ def test_the_recipes_are_there():
     assert [p.name for p in RECIPES] == ["countdown_qwen2.5-3b.yaml", "countdown_qwen2.5-3b_2gpu.yaml",
                                          "gsm8k_qwen2.5-0.5b.yaml", "gsm8k_qwen2.5-0.5b_ppo.yaml",
                                          "math_qwen2.5-math-1.5b.yaml", "math_qwen2.5-math-1.5b_dr_grpo.yaml",
-                                         "math_qwen2.5-math-7b_dr_grpo_8gpu.yaml"]
+                                         "math_qwen2.5-math-7b_dr_grpo_8gpu.yaml", "math_qwen2.5-math-7b_lora.yaml"]
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
@@ -112,4 +112,5 @@ def test_recipe_trains_on_a_stand_in(recipe, stand_in, tmp_path):
         assert all(not isinstance(v, float) or v == v for v in row.values())  # no NaN
         if "loss/total" in row:
             assert torch.isfinite(torch.tensor(row["loss/total"]))
-    assert (tmp_path / "run" / "checkpoints" / "step-000002" / "model.safetensors").exists()
+    saved = "adapter_model.safetensors" if cfg.model.lora is not None else "model.safetensors"
+    assert (tmp_path / "run" / "checkpoints" / "step-000002" / saved).exists()

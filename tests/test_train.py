@@ -150,10 +150,11 @@ def _run(cmd, env):
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_logs_the_same_metrics(tmp_path, tiny_model):
+@pytest.mark.parametrize("lora", [[], ["--set", "model.lora.r=8", "--set", "optim.lr=3e-3"]], ids=["full", "lora"])
+def test_sigkill_and_resume_logs_the_same_metrics(tmp_path, tiny_model, lora):
     cfg = small_config(tmp_path, tiny_model)
     base = [sys.executable, "-m", "grpo_kit.cli", "train", str(cfg), "--set", "train.steps=10",
-            "--set", "train.save_every=3"]
+            "--set", "train.save_every=3", *lora]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run(base + ["--output-dir", str(full)], env=env, cwd=ROOT, check=True, timeout=300,
@@ -170,6 +171,7 @@ def test_sigkill_and_resume_logs_the_same_metrics(tmp_path, tiny_model):
     subprocess.run(base + ["--output-dir", str(killed), "--resume"], env=env, cwd=ROOT, check=True,
                    timeout=300, capture_output=True)
     a, b = read_metrics(full / "metrics.jsonl"), read_metrics(metrics)
+    assert (killed / "checkpoints" / "step-000010" / "adapter_model.safetensors").exists() == bool(lora)
     assert [r["step"] for r in b] == list(range(1, 11))
     strip = lambda r: {k: v for k, v in r.items() if not k.startswith(TIME_KEYS)}  # noqa: E731
     for ra, rb in zip(a, b):

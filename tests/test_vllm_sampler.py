@@ -360,7 +360,8 @@ def test_recipe_trains_on_a_stand_in_with_vllm(recipe, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert len(rows) == 2 and all(r["completion/length_max"] <= 12 for r in rows)
-    assert (tmp_path / "run" / "checkpoints" / "step-000002" / "model.safetensors").exists()
+    saved = "adapter_model.safetensors" if "lora" in recipe.stem else "model.safetensors"  # LoRA: the adapter
+    assert (tmp_path / "run" / "checkpoints" / "step-000002" / saved).exists()
     if recipe.stem == "gsm8k_qwen2.5-0.5b":  # `grpo-kit eval` of the run samples with its engine too
         ev = subprocess.run([sys.executable, "-m", "grpo_kit.cli", "eval", str(tmp_path / "run"), "--k", "2",
                              "--limit", "3", "-o", str(tmp_path / "ev.jsonl")],
