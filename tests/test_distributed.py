@@ -71,10 +71,10 @@ STEP_CONFIGS = {
     "dr_grpo": {"algorithm": {"type": "grpo", "advantage": "dr_grpo", "loss_agg": "constant_norm"}},
     "batch_std": {"algorithm": {"type": "grpo", "advantage": "reinforce_pp_baseline"}},
     "ppo": {"algorithm": {"type": "ppo"}, "train": {"minibatch_size": 8, "micro_batch_size": 4}},
-    # a LoRA adapter on the sharded frozen base, the reference = the adapter switched off; 2 steps,
+    # a LoRA adapter on the sharded frozen base, the reference = the adapter switched off; 3 steps,
     # each saved, for the resume below
     "lora": {"algorithm": {"type": "grpo", "kl": {"beta": 0.04}}, "model": {"lora": {"r": 8, "alpha": 16}},
-             "optim": {"lr": 1e-3}, "train": {"steps": 2, "save_every": 1}},
+             "optim": {"lr": 1e-3}, "train": {"steps": 3, "save_every": 1, "keep_last": 3, "prompts_per_step": 8}},
 }
 
 
@@ -119,19 +119,23 @@ def test_one_step_on_two_ranks_equals_one_process(tmp_path, demo_model):
                 continue
             assert v == pytest.approx(m2[k], rel=1e-5, abs=1e-6) if isinstance(v, float) else v == m2[k], (name, k)
     # LoRA: only the adapter is saved (peft's format, gathered; the shards hold adapter + optimizer);
-    # the sharded checkpoint of step 1 resumes in one process to the 2-rank run's step 2
+    # the sharded checkpoint of step 1 resumes in one process to the 2-rank run's steps 2 and 3
     lora = tmp_path / "ranks" / "lora"
     assert (lora / "checkpoints" / "step-000001" / "adapter_model.safetensors").is_file()
     resumed = tmp_path / "resumed" / "lora"
     shutil.copytree(lora, resumed)
-    shutil.rmtree(resumed / "checkpoints" / "step-000002")
+    for step in (2, 3):
+        shutil.rmtree(resumed / "checkpoints" / f"step-00000{step}")
     (resumed / "metrics.jsonl").write_text((lora / "metrics.jsonl").read_text().splitlines()[0] + "\n")
     ok(plain("tests/dist_steps.py", "--resume", tmp_path / "resumed", tmp_path / "lora.yaml"))
-    m2, m1 = (read_metrics(d / "metrics.jsonl")[1] for d in (lora, resumed))
-    assert m1["step"] == m2["step"] == 2
-    for k, v in m2.items():
-        if not (k.startswith("time/") or k == "tokens_per_s"):
-            assert v == pytest.approx(m1[k], rel=1e-5, abs=1e-6), k
+    after = [read_metrics(d / "metrics.jsonl")[1:] for d in (lora, resumed)]
+    assert [r["step"] for r in after[0]] == [r["step"] for r in after[1]] == [2, 3]
+    assert any("loss/total" in r for r in after[0])  # an update to continue, not only skipped steps
+    for m2, m1 in zip(*after):
+        assert set(m1) == set(m2)
+        for k, v in m2.items():
+            if not (k.startswith("time/") or k == "tokens_per_s"):
+                assert v == pytest.approx(m1[k], rel=1e-5, abs=1e-6) if isinstance(v, float) else v == m1[k], k
     ref = _weights(tmp_path / "single" / "dr_grpo" / "checkpoints" / "step-000001")
     for name in switches:
         got = _weights(export_checkpoint(tmp_path / "ranks" / name / "checkpoints" / "step-000001",
