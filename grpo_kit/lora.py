@@ -51,6 +51,11 @@ def apply_lora(model, *, r: int, alpha: float, dropout: float, target_modules: s
     from peft.tuners.lora import LoraLayer
 
     choices = linear_names(model)
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    if tied and {m.rsplit(".", 1)[-1] for m in modules_to_save or []} & {"lm_head", "embed_tokens"}:
+        # a trained copy of one would silently untie it from the other (and vLLM loads only the embedding)
+        raise ConfigError(f"model.lora.modules_to_save {list(modules_to_save)}: this model ties lm_head to "
+                          "embed_tokens; training either one whole is not supported with LoRA")
     lcfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                       modules_to_save=list(modules_to_save) or None, bias="none", task_type="CAUSAL_LM")
     try:

@@ -64,6 +64,28 @@ def test_config_errors_name_the_key(lora, message):
         resolve_train_config(None, sets)
 
 
+def test_merged_weights_equal_peft_merge_and_unload(tiny_model):
+    """What the vLLM sampler receives (grpo_kit.lora.hf_weights) against peft's own merge, with a
+    trained adapter and a module trained whole (modules_to_save): the same names, the same tensors."""
+    import copy
+
+    from grpo_kit.lora import apply_lora, hf_weights
+
+    model = apply_lora(_base_model(tiny_model), r=4, alpha=8, dropout=0.0, target_modules="all-linear",
+                       modules_to_save=["norm"])
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:  # lora_A, lora_B and the trained copy of the final norm
+                p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    mine = dict(hf_weights(model))
+    theirs = copy.deepcopy(model).merge_and_unload().state_dict()
+    assert sorted(mine) == sorted(theirs) == sorted(_base_model(tiny_model).state_dict())
+    for k in theirs:
+        assert torch.allclose(mine[k], theirs[k], atol=1e-6), k
+    assert not torch.equal(mine["model.norm.weight"], _base_model(tiny_model).state_dict()["model.norm.weight"])
+
+
 def test_unknown_target_module_lists_the_linear_layers(tiny_model):
     from grpo_kit.train.models import load_policy
 
@@ -71,6 +93,9 @@ def test_unknown_target_module_lists_the_linear_layers(tiny_model):
     with pytest.raises(ConfigError, match=r"model.lora.target_modules \['qproj'\].*named down_proj, gate_proj, "
                        r"k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"):
         load_policy(cfg.model)
+    tied = _cfg(tiny_model, lora={"modules_to_save": ["lm_head"]})  # the demo model ties it to the embedding
+    with pytest.raises(ConfigError, match="ties lm_head to embed_tokens"):
+        load_policy(tied.model)
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +248,7 @@ def test_a_bf16_base_keeps_the_trainable_weights_float32(tiny_model):
     from grpo_kit.train.models import load_policy
 
     model, *_ = load_policy(ModelConfig(path=str(tiny_model), dtype="bfloat16",
-                                        lora={"r": 4, "modules_to_save": ["lm_head"]}))
+                                        lora={"r": 4, "modules_to_save": ["norm"]}))
     frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
     trainable = {n: p.dtype for n, p in model.named_parameters() if p.requires_grad}
     assert frozen == {torch.bfloat16} and set(trainable.values()) == {torch.float32}

@@ -29,13 +29,17 @@ def test_yaml_examples_are_valid_configs():
 
     from grpo_kit.config import build_config
     from grpo_kit.score_file import ScoreConfig
-    from grpo_kit.train.config import TrainConfig, PPOConfig
+    from grpo_kit.train.config import ModelConfig, OptimConfig, PPOConfig, TrainConfig
     from tasks.config import TaskConfig
 
     blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", README, re.S)]
     kinds = set()
     for i, d in enumerate(blocks):
-        if "model" in d:
+        if "model" in d and "task" not in d:  # a fragment: the LoRA example's model and optim blocks
+            build_config(d["model"], ModelConfig, f"README yaml block {i}")
+            build_config(d["optim"], OptimConfig, f"README yaml block {i}")
+            kinds.add("lora" if d["model"].get("lora") else "model")
+        elif "model" in d:
             build_config(d, TrainConfig, f"README yaml block {i}")
             kinds.add("train")
         elif set(d) == {"rewards"}:
@@ -46,4 +50,4 @@ def test_yaml_examples_are_valid_configs():
             kinds.add("ppo")
         elif set(d) == {"task"} and "{split}" not in d["task"].get("dataset", ""):
             build_config(d["task"], TaskConfig, f"README yaml block {i}")
-    assert kinds == {"train", "rewards", "ppo"}
+    assert kinds == {"train", "rewards", "ppo", "lora"}
