@@ -180,16 +180,18 @@ def _export_lora(ckpt: Path, out: Path, *, adapter: bool, base: str | None) -> P
                 shutil.copy2(f, out / f.name)
         return out
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     base = base or json.loads((ckpt / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if not base:
         raise ConfigError(f"{ckpt}: its adapter records no base model; pass --base PATH (the run's model.path)")
-    try:  # merged in float32, saved in the base's own dtype
+    try:  # merged in float32, saved in the base checkpoint's own dtype
+        saved_dtype = getattr(AutoConfig.from_pretrained(base), "dtype", None) or torch.float32
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     except OSError as e:
         raise ConfigError(f"{ckpt}: cannot load the base model {base!r} ({e}); pass --base PATH") from None
-    saved_dtype = getattr(model.config, "dtype", None) or torch.float32
+    if isinstance(saved_dtype, str):
+        saved_dtype = getattr(torch, saved_dtype)
     merged = PeftModel.from_pretrained(model, str(ckpt)).merge_and_unload()
     merged.to(saved_dtype).save_pretrained(out)
     load_tokenizer(str(ckpt)).save_pretrained(out)

@@ -59,7 +59,8 @@ class LoRAConfig(Strict):
         "all-linear", description="the linear layers adapted, by name (e.g. [q_proj, v_proj]), or "
         "all-linear: every linear layer but the output head")
     modules_to_save: list[str] = Field(default_factory=list, description="modules trained whole beside "
-                                       "the adapter (e.g. [lm_head]); saved with it")
+                                       "the adapter (e.g. [lm_head] where it is not tied to the "
+                                       "embedding); saved with it")
 
     @field_validator("target_modules")
     @classmethod
