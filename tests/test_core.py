@@ -157,6 +157,62 @@ def test_mask_truncated_zeroes_truncated_rows(tmp_path, tiny_model):
     torch.testing.assert_close(masks[True][~trunc], masks[False][~trunc])
 
 
+# --------------------------------------------------------------------------- rollout correction
+
+
+def test_rollout_correction_switches_act_in_the_update(tmp_path, tiny_model):
+    """Step-1 rollouts whose sampler log-probs are set to the trainer's own minus 0.5 on the first
+    half of the rows (rho = e^0.5 = 1.65 on every token) and plus 1.0 on the second (rho = e^-1 =
+    0.37), through the trainer's update with each switch: the metrics are the formulas' values."""
+    import dataclasses
+
+    from grpo_kit.train.batch import forward_logprobs
+    from grpo_kit.train.update import policy_update
+
+    tr, rb, batch = first_batch(tmp_path, tiny_model, ["algorithm.tis_cap=2", "algorithm.kl.beta=0", LENGTHS])
+    tr.close()
+    assert batch.sampler_logp is not None  # a correction on: the sampler recorded its log-probs
+    with torch.no_grad():
+        lp = forward_logprobs(tr.model, batch, temperature=tr.cfg.sampling.temperature, autocast=False)[0]
+    N = batch.size
+    first = (torch.arange(N) < N // 2)[:, None]  # [N, 1]
+    shifted = dataclasses.replace(batch, sampler_logp=torch.where(first, lp - 0.5, lp + 1.0))
+    all_low = dataclasses.replace(batch, sampler_logp=lp + 1.0)
+    mask = tr.algorithm.loss_mask(batch)  # [N, T]
+    n1, n2 = float(mask[: N // 2].sum()), float(mask[N // 2:].sum())
+    rho1, rho2 = math.exp(0.5), math.exp(-1.0)
+
+    def update(sets, b):
+        t = trainer(tmp_path, tiny_model, ["algorithm.kl.beta=0", "optim.grad_clip=1e6", LENGTHS, *sets],
+                    name="-".join(sets) or "off")  # a clip that never acts: the norm is logged
+        t.close()
+        return policy_update(t.model, None, t.optimizer, t.scheduler, b, t.cfg, t.algorithm, autocast=False,
+                             beta=0.0, generator=torch.Generator().manual_seed(0))
+
+    off = update([], shifted)  # no switch: weights 1, nothing masked, the mismatch still measured
+    assert off["rollout/is_weight_mean"] == 1 and off["rollout/masked_frac"] == 0
+    k3 = lambda r: r - 1 - math.log(r)  # noqa: E731
+    assert off["rollout/kl_sampler_trainer"] == pytest.approx((n1 * k3(rho1) + n2 * k3(rho2)) / (n1 + n2), rel=1e-4)
+    tok = update(["algorithm.tis_cap=2"], shifted)
+    assert tok["rollout/is_weight_mean"] == pytest.approx((n1 * rho1 + n2 * rho2) / (n1 + n2), rel=1e-4)
+    assert tok["rollout/is_weight_max"] == pytest.approx(rho1, rel=1e-4)
+    capped = update(["algorithm.tis_cap=1.2", "algorithm.tis_level=sequence"], shifted)
+    lens = mask.sum(-1)  # [N] tokens per row: the sequence weight is min(rho^len, cap)
+    w = torch.where(first[:, 0], torch.full_like(lens, 1.2), torch.exp(-lens).clamp(max=1.2))
+    assert capped["rollout/is_weight_mean"] == pytest.approx(float((w * lens).sum() / lens.sum()), rel=1e-4)
+    for sets in (["algorithm.seq_mask_band=[0.5, 2.0]"], ["algorithm.token_mask_band=[0.5, 5.0]"]):
+        masked = update(sets, shifted)  # rho2 = 0.37 is outside both bands, rho1 = 1.65 inside
+        assert masked["rollout/masked_frac"] == pytest.approx(n2 / (n1 + n2), rel=1e-4), sets
+    gone = update(["algorithm.token_mask_band=[0.5, 5.0]"], all_low)  # every token masked: no gradient
+    assert gone["rollout/masked_frac"] == 1 and gone["loss/policy"] == 0 and gone["grad_norm"] == 0
+    assert off["grad_norm"] > 0
+
+
+def test_rollout_correction_bands_are_validated():
+    with pytest.raises(Exception, match="0 < low <= 1 <= high"):
+        resolve_train_config(None, ["algorithm.token_mask_band=[1.5, 5.0]"])
+
+
 # --------------------------------------------------------------------------- the skip rule
 
 

@@ -322,3 +322,60 @@ def test_entropy_loss_by_hand():
     h, mask = T([[1.0, 3.0], [5.0, 9.0]]), T([[1, 1], [1, 0]])
     close(entropy_loss(h, mask), -3.0)
     close(entropy_loss(h, mask, agg="seq_mean_token_mean"), -3.5)
+
+
+# --------------------------------------------------------------------------- rollout correction
+
+_T = torch.tensor
+# two sequences, log rho = trainer - sampler per token; the last token of row 1 is padding
+_TRAINER = _T([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+_SAMPLER = _T([[-0.5, -0.5, 0.0], [1.0, -1.0, 9.0]])  # rho: [e^.5, e^.5, 1], [e^-1, e^1, (pad)]
+_MASK = _T([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+E = math.e
+
+
+@pytest.mark.parametrize("kwargs, weights", [
+    ({}, None),  # every switch off: no weights
+    ({"tis_cap": 2.0}, [[E**.5, E**.5, 1.0], [E**-1, 2.0, 1.0]]),  # min(rho_t, 2); e^1 capped
+    ({"tis_cap": 10.0, "tis_level": "sequence"}, [[E**1.0] * 3, [1.0] * 3]),  # prod rho: e^(0.5+0.5), e^(-1+1)
+    ({"tis_cap": 2.0, "tis_level": "sequence"}, [[2.0] * 3, [1.0] * 3]),  # e^1 capped at 2
+    ({"seq_mask_band": (0.5, 1.3)}, [[0.0] * 3, [1.0] * 3]),  # geometric means e^(1/3) = 1.40 (out), e^0 (in)
+    ({"token_mask_band": (0.5, 2.0)}, [[1.0, 1.0, 1.0], [0.0, 0.0, 1.0]]),  # e^-1 = 0.37 and e^1 = 2.72 out
+    ({"tis_cap": 2.0, "token_mask_band": (0.5, 2.0)}, [[E**.5, E**.5, 1.0], [0.0, 0.0, 1.0]]),  # product
+])
+def test_rollout_correction_weights_by_hand(kwargs, weights):
+    from grpo_kit.algorithms.losses import rollout_correction
+
+    w, _ = rollout_correction(_TRAINER, _SAMPLER, _MASK, **kwargs)
+    if weights is None:
+        assert w is None
+    else:
+        torch.testing.assert_close(w * _MASK, _T(weights) * _MASK)
+
+
+def test_rollout_correction_metrics_by_hand():
+    from grpo_kit.algorithms.losses import rollout_correction
+
+    _, m = rollout_correction(_TRAINER, _SAMPLER, _MASK, token_mask_band=(0.5, 2.0))
+    rho = [E**.5, E**.5, 1.0, E**-1, E]  # the 5 unmasked tokens
+    k3 = sum(r - 1 - math.log(r) for r in rho) / 5
+    assert float(m["kl_sampler_trainer"]) == pytest.approx(k3)
+    assert float(m["masked_frac"]) == pytest.approx(2 / 5)
+    assert float(m["is_weight_mean"]) == pytest.approx(3 / 5) and float(m["is_weight_max"]) == 1.0
+    _, off = rollout_correction(_TRAINER, _TRAINER, _MASK)  # no mismatch: KL 0
+    assert float(off["kl_sampler_trainer"]) == 0 and float(off["masked_frac"]) == 0
+
+
+def test_rollout_correction_weights_scale_the_policy_gradient():
+    """The weights multiply each token's loss: the gradient of a masked token is 0, of a token of
+    weight w, w times the unweighted one."""
+    from grpo_kit.algorithms.losses import policy_loss, rollout_correction
+
+    w, _ = rollout_correction(_TRAINER, _SAMPLER, _MASK, tis_cap=2.0, token_mask_band=(0.5, 2.0))
+    grads = []
+    for weights in (None, w):
+        logp = _TRAINER.clone().requires_grad_()
+        loss, _ = policy_loss(logp, _TRAINER, _T([1.0, 1.0]), _MASK, is_weights=weights, num_tokens=5.0)
+        loss.backward()
+        grads.append(logp.grad)
+    torch.testing.assert_close(grads[1], grads[0] * w * _MASK)

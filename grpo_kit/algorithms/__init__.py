@@ -26,6 +26,7 @@ from grpo_kit.algorithms.losses import (
     kl_in_reward,
     kl_penalty,
     policy_loss,
+    rollout_correction,
     truncated_is_weights,
     value_loss,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "kl_penalty",
     "policy_loss",
     "rewards_at_last_token",
+    "rollout_correction",
     "token_entropy",
     "token_logprobs",
     "truncated_is_weights",

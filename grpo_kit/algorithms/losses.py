@@ -200,6 +200,83 @@ def truncated_is_weights(trainer_logp: Tensor, sampler_logp: Tensor, cap: float 
     return log_w.exp().clamp(max=cap)
 
 
+TIS_LEVELS = ("token", "sequence")
+
+
+def rollout_correction(
+    trainer_logp: Tensor,
+    sampler_logp: Tensor,
+    completion_mask: Tensor,
+    *,
+    tis_cap: float | None = None,
+    tis_level: str = "token",
+    seq_mask_band: tuple[float, float] | None = None,
+    token_mask_band: tuple[float, float] | None = None,
+) -> tuple[Tensor | None, dict[str, Tensor]]:
+    """Per-token loss weights ``[B, T]`` (detached) that correct for the sampler's distribution
+    differing from the trainer's (other numerics, e.g. bf16 vLLM vs an fp32 trainer; stale weights
+    in asynchronous training), and metrics of the mismatch. ``None`` weights when every switch is off.
+
+    With ``log rho_t = trainer_logp_t - sampler_logp_t`` (the trainer's log-prob of the sampled token
+    minus the sampler's) over the tokens of ``completion_mask``::
+
+        tis_level token:     w_t = min(rho_t, C)                       truncated IS, Yao et al. 2025
+                                                                        (fengyao.notion.site/off-policy-rl)
+        tis_level sequence:  w_t = min(prod_t' rho_t', C), every t      sequence-level truncated IS
+        seq_mask_band (l, h): keep_b = [l <= exp(mean_t log rho_t) <= h]  geometric-mean sequence masking
+                                                                        (masked IS; Liu et al. 2025, "When
+                                                                        Speed Kills Stability")
+        token_mask_band (l, h): keep_t = [l <= rho_t <= h]              IcePop (Ling Team 2025, arXiv
+                                                                        2510.18855): tokens outside the band
+                                                                        get no gradient
+        weights = w * keep
+
+    (``C = tis_cap``; ``w = 1`` without it.) A masked token or sequence contributes nothing to the
+    policy loss; the loss normalisers are unchanged. In the PPO ratio the trainer's log-probs are the
+    proximal ("old") policy, the sampler's the behaviour policy (AReaL's decoupled objective).
+
+    Metrics (over the unmasked tokens of ``completion_mask``): ``is_weight_mean``, ``is_weight_max``
+    (of ``weights``, 1 when off), ``masked_frac`` (tokens with weight 0 from a mask),
+    ``kl_sampler_trainer`` (k3 estimate of KL(sampler || trainer) per token: ``rho - 1 - log rho``).
+
+    >>> w, m = rollout_correction(torch.tensor([[0.0, -1.0]]), torch.tensor([[-1.0, 0.0]]),
+    ...                           torch.ones(1, 2), tis_cap=2.0)
+    >>> w, round(float(m["kl_sampler_trainer"]), 4)
+    (tensor([[2.0000, 0.3679]]), 0.5431)
+    """
+    _check_same_shape(trainer_logp=trainer_logp, sampler_logp=sampler_logp, completion_mask=completion_mask)
+    _check_choice("tis_level", tis_level, TIS_LEVELS)
+    m = completion_mask.to(trainer_logp.dtype)  # [B, T]
+    log_rho = ((trainer_logp - sampler_logp).detach() * m).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)  # [B, T]
+    rho = log_rho.exp()  # [B, T]
+    weights = torch.ones_like(rho)  # [B, T]
+    keep = torch.ones_like(rho)  # [B, T]
+    if tis_cap is not None:
+        if tis_level == "token":
+            weights = rho.clamp(max=tis_cap)
+        else:
+            seq = (log_rho * m).sum(-1).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp()  # [B]
+            weights = seq.clamp(max=tis_cap)[:, None].expand_as(rho)
+    if seq_mask_band is not None:
+        low, high = seq_mask_band
+        geo = ((log_rho * m).sum(-1) / m.sum(-1).clamp(min=1)).exp()  # [B] geometric-mean ratio
+        keep = keep * ((geo >= low) & (geo <= high)).to(keep.dtype)[:, None]
+    if token_mask_band is not None:
+        low, high = token_mask_band
+        keep = keep * ((rho >= low) & (rho <= high)).to(keep.dtype)
+    on = tis_cap is not None or seq_mask_band is not None or token_mask_band is not None
+    w = weights * keep  # [B, T]
+    has_tokens = m.bool().any()
+    metrics = {
+        "is_weight_mean": _masked_mean(w, m) if on else torch.ones(()),
+        "is_weight_max": torch.where(has_tokens, torch.where(m.bool(), w, -torch.inf).amax(), 1.0) if on
+        else torch.ones(()),
+        "masked_frac": _masked_mean(1.0 - keep, m),
+        "kl_sampler_trainer": _masked_mean(rho - 1.0 - log_rho, m),
+    }
+    return (w if on else None), metrics
+
+
 # --------------------------------------------------------------------------- KL
 
 

@@ -43,6 +43,10 @@ class Algorithm:
         self.max_len = max_new_tokens
         self.whiten = getattr(cfg, "whiten_advantages", False)
         self.kl_in_reward = cfg.kl.placement == "reward"
+        self.correction = dict(tis_cap=cfg.tis_cap, tis_level=cfg.tis_level, seq_mask_band=cfg.seq_mask_band,
+                               token_mask_band=cfg.token_mask_band)
+        # the sampler's log-probs are needed when a rollout correction is on
+        self.needs_sampler_logprobs = any(v is not None for k, v in self.correction.items() if k != "tis_level")
 
     # ------------------------------------------------------------------ the skip rule
     def group_has_signal(self, rewards: Sequence[float | None]) -> bool:

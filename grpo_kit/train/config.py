@@ -47,6 +47,17 @@ def critic_estimators() -> list[str]:
 LossAgg = Annotated[str, _one_of("loss aggregation", lambda: AGGREGATIONS)]
 
 
+def _band(v: tuple[float, float]) -> tuple[float, float]:
+    low, high = v
+    if not 0 < low <= 1 <= high:
+        raise ValueError(f"[{low}, {high}]: a band of the trainer/sampler ratio needs 0 < low <= 1 <= high, "
+                         "e.g. [0.5, 2.0]")
+    return v
+
+
+Band = Annotated[tuple[float, float], AfterValidator(_band)]
+
+
 class LoRAConfig(Strict):
     """LoRA (Hu et al. 2021) through peft: ``W x + (alpha / r) B A x``, ``W`` frozen, ``A`` and ``B``
     trained. The KL reference is the same model with the adapter switched off; see the README."""
@@ -120,6 +131,14 @@ class _PolicyLossConfig(Strict):
                                  "from the loss (DAPO overlong filtering)")
     tis_cap: float | None = Field(None, gt=0, description="truncated importance sampling against "
                                   "the sampler's log-probs, weights capped at this value")
+    tis_level: Literal["token", "sequence"] = Field(
+        "token", description="tis_cap's weights: per token (min(rho_t, C)) or per sequence "
+        "(min(prod_t rho_t, C) on every token)")
+    seq_mask_band: Band | None = Field(None, description="drop a sequence whose geometric-mean "
+                                       "trainer/sampler ratio exp(mean_t log rho_t) leaves [low, high] "
+                                       "(masked IS), e.g. [0.5, 2.0]")
+    token_mask_band: Band | None = Field(None, description="drop tokens whose trainer/sampler ratio "
+                                         "rho_t leaves [low, high] (IcePop), e.g. [0.5, 5.0]")
     dynamic_sampling: bool = Field(False, description="DAPO: drop groups whose rewards are all "
                                    "equal and sample more until the batch is full")
     max_sampling_rounds: int = Field(3, ge=1, description="bound on dynamic-sampling rounds")

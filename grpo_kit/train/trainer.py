@@ -135,7 +135,7 @@ class Trainer:
                                                       betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
         self.kl_ctl = self.algorithm.kl_controller()
         self.sampler = make_sampler(cfg.sampler, self.model, self.tokenizer, cfg.sampling,
-                                    logprobs=algo.tis_cap is not None, model_path=cfg.model.path,
+                                    logprobs=self.algorithm.needs_sampler_logprobs, model_path=cfg.model.path,
                                     engine=cfg.vllm)
         self.cursor = PromptCursor(len(self.dataset), cfg.train.seed)
         self.step = 0

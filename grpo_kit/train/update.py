@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from grpo_kit.algorithms.losses import entropy_loss, truncated_is_weights, value_loss
+from grpo_kit.algorithms.losses import entropy_loss, rollout_correction, value_loss
 from grpo_kit.dist import World
 from grpo_kit.train.algorithm import Algorithm
 from grpo_kit.train.batch import Batch, forward_logprobs
@@ -250,10 +250,12 @@ def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConf
     metrics: dict = {}
     if sub.sampler_logp is not None:  # how far the sampler's distribution is from the trainer's
         metrics["rollout/logprob_abs_diff"] = ((old - sub.sampler_logp).abs() * m).sum() / m.sum().clamp(min=1)
-    if algo.tis_cap is not None:
-        if sub.sampler_logp is None:
-            raise RuntimeError("algorithm.tis_cap needs the sampler's log-probs; this sampler gave none")
-        is_w = truncated_is_weights(old, sub.sampler_logp, algo.tis_cap)
+        # the trainer's log-probs are the proximal policy, the sampler's the behaviour policy
+        is_w, rc = rollout_correction(old, sub.sampler_logp, m, **algorithm.correction)
+        metrics.update({f"rollout/{k}": v for k, v in rc.items()})
+    elif algorithm.needs_sampler_logprobs:
+        raise RuntimeError("algorithm.tis_cap / seq_mask_band / token_mask_band need the sampler's log-probs; "
+                           "this sampler gave none")
     agg = algorithm.agg(num_tokens, num_seqs)
     loss, pm = algorithm.policy_loss(logp, old, a, m, is_weights=is_w, agg=agg)
     metrics.update({f"policy/{k}": v for k, v in pm.items()})
