@@ -2,7 +2,8 @@
 
 - one step on 2 ranks equals one step in one process (grpo with KL, epochs and micro-batch
   accumulation; dr_grpo; REINFORCE++-baseline's batch std; PPO with its critic and whitening;
-  a LoRA adapter on the sharded frozen base, whose sharded checkpoint resumes in one process);
+  a LoRA adapter on the sharded frozen base, whose sharded checkpoint resumes in one process;
+  packed, token-balanced micro-batches);
 - the demo learns under torchrun, with the first steps' metrics equal to the single process's;
 - a sharded checkpoint resumes on 1 and on 2 ranks with the uninterrupted run's metrics, and
   exports to a folder transformers loads; vLLM engines per rank load the export and follow the
@@ -71,6 +72,10 @@ STEP_CONFIGS = {
     "dr_grpo": {"algorithm": {"type": "grpo", "advantage": "dr_grpo", "loss_agg": "constant_norm"}},
     "batch_std": {"algorithm": {"type": "grpo", "advantage": "reinforce_pp_baseline"}},
     "ppo": {"algorithm": {"type": "ppo"}, "train": {"minibatch_size": 8, "micro_batch_size": 4}},
+    # padding-free micro-batches of at most 12 tokens: the ranks' micro-batch counts differ, the
+    # empty ones keep them in step
+    "packed": {"algorithm": {"type": "grpo", "kl": {"beta": 0.04}, "epochs": 2},
+               "train": {"minibatch_size": 8, "packing": True, "micro_batch_tokens": 12}},
     # a LoRA adapter on the sharded frozen base, the reference = the adapter switched off; 3 steps,
     # each saved, for the resume below
     "lora": {"algorithm": {"type": "grpo", "kl": {"beta": 0.04}}, "model": {"lora": {"r": 8, "alpha": 16}},

@@ -31,6 +31,11 @@ class Batch:
     def size(self) -> int:
         return self.input_ids.shape[0]
 
+    @property
+    def lengths(self) -> torch.Tensor:
+        """``[N]`` real tokens per sequence (prompt + completion)."""
+        return self.attention_mask.sum(-1)
+
     def rows(self, idx: torch.Tensor) -> "Batch":
         """The sequences ``idx`` (a 1-D index tensor); ``rewards`` stays whole (it is per group)."""
         sl = lambda t: None if t is None else t[idx]  # noqa: E731
@@ -73,6 +78,7 @@ class Masks:
     completion_mask: torch.Tensor  # [N, T]
     rewards: torch.Tensor  # [B, G]
     truncated: torch.Tensor  # [N] bool
+    lengths: torch.Tensor  # [N] prompt + completion tokens
 
     @classmethod
     def of(cls, rb: RolloutBatch, device: torch.device) -> "Masks":
@@ -81,13 +87,19 @@ class Masks:
         mask = torch.arange(T)[None, :] < torch.tensor(lens)[:, None]  # [N, T]
         G = len(rb.groups()[0])
         rewards = torch.tensor([float("nan") if r is None else r for r in rb.reward], dtype=torch.float32)
+        total = [len(rb.prompt_ids[rb.group_index[i]]) + n for i, n in enumerate(lens)]
         return cls(mask.long().to(device), rewards.view(-1, G).to(device),
-                   torch.tensor(rb.truncated, dtype=torch.bool, device=device))
+                   torch.tensor(rb.truncated, dtype=torch.bool, device=device), torch.tensor(total, device=device))
 
 
 def forward_logprobs(model, batch: Batch, *, temperature: float, autocast: bool,
-                     with_entropy: bool = False, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs ``[N, T]`` of the completion tokens (and their entropies) under ``model``."""
+                     with_entropy: bool = False, entropy_grad: bool = False,
+                     packed: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs ``[N, T]`` of the completion tokens (and their entropies) under ``model``;
+    ``packed``: in one row without padding (see :func:`forward_logprobs_packed`)."""
+    if packed:
+        return forward_logprobs_packed(model, batch, temperature=temperature, autocast=autocast,
+                                       with_entropy=with_entropy, entropy_grad=entropy_grad)
     T = batch.completion_ids.shape[1]
     pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)  # [N, P+T]
     dev = batch.input_ids.device
@@ -102,4 +114,60 @@ def forward_logprobs(model, batch: Batch, *, temperature: float, autocast: bool,
     ent = None
     if with_entropy:
         ent = token_entropy(logits if entropy_grad else logits.detach(), temperature=temperature)  # [N, T]
+    return logp, ent
+
+
+def pack(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch's real tokens in one row, without padding: ``(input_ids [1, S], position_ids [1, S],
+    keep [K], rows [K], cols [K])``. Sequence i's tokens (prompt then completion) follow sequence
+    i-1's; position ids restart at 0 for each sequence, which is how transformers recognises packed
+    sequences (attention then stays within each one). Completion token ``(rows[k], cols[k])`` of the
+    padded layout is predicted at packed column ``keep[k]``.
+
+    >>> b = Batch(torch.tensor([[0, 5, 6, 7, 0], [8, 9, 6, 7, 1]]), torch.tensor([[0, 1, 1, 1, 0], [1, 1, 1, 1, 1]]),
+    ...           torch.tensor([[6, 7, 0], [6, 7, 1]]), torch.tensor([[1, 1, 0], [1, 1, 1]]), torch.zeros(1, 2),
+    ...           torch.zeros(2, dtype=torch.bool), None, 2)
+    >>> ids, pos, keep, rows, cols = pack(b)
+    >>> ids.tolist(), pos.tolist(), keep.tolist()
+    ([[5, 6, 7, 8, 9, 6, 7, 1]], [[0, 1, 2, 0, 1, 2, 3, 4]], [0, 1, 4, 5, 6])
+    """
+    real = batch.attention_mask.bool()  # [n, P+T]
+    lens = real.sum(-1)  # [n] prompt + completion tokens per sequence
+    ids = batch.input_ids[real]  # [S], row by row
+    pos = (batch.attention_mask.cumsum(-1) - 1)[real]  # [S], from 0 in each sequence
+    starts = lens.cumsum(0) - lens  # [n] where each sequence begins in the row
+    prompt_lens = real[:, :batch.prompt_len].sum(-1)  # [n]
+    rows, cols = batch.completion_mask.bool().nonzero(as_tuple=True)  # [K] each
+    keep = starts[rows] + prompt_lens[rows] + cols - 1  # [K] the column that predicts each completion token
+    return ids[None], pos[None], keep, rows, cols
+
+
+def forward_logprobs_packed(model, batch: Batch, *, temperature: float, autocast: bool,
+                            with_entropy: bool = False, entropy_grad: bool = False
+                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`forward_logprobs` on the batch packed into one row (:func:`pack`): no compute on
+    padding, and only the logits that predict completion tokens are made. Results in the padded
+    ``[N, T]`` layout, 0 where ``completion_mask`` is 0. The model must support packed sequences
+    through restarting position ids with no attention mask (transformers' causal LMs do: with
+    flash-attention 2 through its variable-length path; with sdpa or eager through a block-diagonal
+    mask of ``S x S``)."""
+    ids, pos, keep, rows, cols = pack(batch)
+    empty = keep.numel() == 0  # no completion token: one column anyway, so every rank runs the forward
+    dev = ids.device
+    ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if autocast else nullcontext()
+    with ctx:
+        out = model(input_ids=ids, position_ids=pos, use_cache=False,
+                    logits_to_keep=keep if not empty else torch.zeros(1, dtype=torch.long, device=dev))
+    logits = out.logits[0]  # [K, V]
+    shape = batch.completion_ids.shape  # [n, T]
+    if empty:
+        zero = logits.float().sum() * 0.0  # keeps the graph (and FSDP's backward hooks) connected
+        return zero + torch.zeros(shape, device=dev), (zero + torch.zeros(shape, device=dev)) if with_entropy else None
+    labels = batch.completion_ids[rows, cols]  # [K]
+    lp = token_logprobs(logits, labels, temperature=temperature)  # [K]
+    logp = torch.zeros(shape, dtype=lp.dtype, device=dev).index_put((rows, cols), lp)  # [n, T]
+    ent = None
+    if with_entropy:
+        e = token_entropy(logits if entropy_grad else logits.detach(), temperature=temperature)  # [K]
+        ent = torch.zeros(shape, dtype=e.dtype, device=dev).index_put((rows, cols), e)
     return logp, ent

@@ -89,6 +89,8 @@ class ModelConfig(Strict):
     device: str = Field("auto", description="auto = cuda when available, else cpu")
     gradient_checkpointing: bool | None = Field(None, description="default: on for GPU, off for CPU")
     autocast: bool | None = Field(None, description="bf16 autocast of forward passes; default on GPU")
+    attn_implementation: str | None = Field(None, description="transformers' attention (sdpa, eager, "
+                                            "flash_attention_2, ...); default: transformers' choice")
     lora: LoRAConfig | None = Field(None, description="train a LoRA adapter instead of every weight "
                                     "(off by default); with dtype auto the frozen base is bf16 on a "
                                     "GPU, the adapter float32")
@@ -214,6 +216,12 @@ class LoopConfig(Strict):
     keep_last: int = Field(2, ge=1, description="checkpoints kept")
     samples_every: int = Field(10, ge=0, description="write sample completions every N steps")
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
+    packing: bool = Field(False, description="padding-free update passes: each micro-batch's sequences "
+                          "packed into one row, position ids restarting per sequence (on a GPU use "
+                          "model.attn_implementation: flash_attention_2)")
+    micro_batch_tokens: int | None = Field(None, ge=1, description="also cap each micro-batch at this "
+                                           "many tokens (prompt + completion): micro-batches balanced by "
+                                           "tokens, not only by sequences")
 
 
 class RunConfig(Strict):

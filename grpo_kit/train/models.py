@@ -58,7 +58,8 @@ def load_policy(cfg: ModelConfig, local_rank: int = 0):
     def causal_lm(path: str):
         from transformers import AutoModelForCausalLM  # seconds to import: after the hub check
 
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
 
     # a hub id that cannot be loaded (no network, HF_HUB_OFFLINE and not cached) is a ConfigError
     tok = load_pretrained(load_tokenizer, cfg.path, setting="model.path", what="a tokenizer")

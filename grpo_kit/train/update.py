@@ -57,27 +57,48 @@ class Layout:
         """This rank's global rows, in the order of its local batch."""
         return (self.owner == self.rank).nonzero().squeeze(1)
 
-    def most_chunks(self, rows: torch.Tensor, micro: int) -> int:
-        """The most micro-batches any rank needs for its part of the global ``rows``."""
-        per_rank = torch.bincount(self.owner[rows], minlength=int(self.owner.max()) + 1)
-        return int(-(-per_rank.max() // micro))
+    def most_chunks(self, rows: torch.Tensor, micro: int, budget: int | None = None) -> int:
+        """The most micro-batches any rank needs for its part of the global ``rows`` (see
+        :func:`_split`; every rank can count every rank's, from the whole step's lengths)."""
+        lengths = self.whole.lengths.cpu()
+        return max(len(_split(rows[self.owner[rows] == r], micro, budget, lengths))
+                   for r in range(int(self.owner.max()) + 1))
 
 
-def _chunks(rows: torch.Tensor, micro: int, most: int) -> list[torch.Tensor | None]:
-    """``rows`` in micro-batches of ``micro``, padded with ``None`` (an empty micro-batch) to
+def _split(rows: torch.Tensor, micro: int, budget: int | None, lengths: torch.Tensor) -> list[torch.Tensor]:
+    """``rows`` in order, in micro-batches of at most ``micro`` rows and, with a token ``budget``, at
+    most ``budget`` tokens (``lengths[row]`` each: prompt + completion; a longer row goes alone)."""
+    if budget is None:
+        return [rows[u:u + micro] for u in range(0, len(rows), micro)]
+    out: list[list[int]] = []
+    tokens = 0
+    for r, n in zip(rows.tolist(), lengths[rows.cpu()].tolist()):
+        if not out or len(out[-1]) == micro or tokens + n > budget:
+            out.append([])
+            tokens = 0
+        out[-1].append(r)
+        tokens += n
+    return [torch.tensor(c, dtype=torch.long, device=rows.device) for c in out]
+
+
+def _chunks(rows: torch.Tensor, micro: int, most: int, budget: int | None = None,
+            lengths: torch.Tensor | None = None) -> list[torch.Tensor | None]:
+    """``rows`` in micro-batches (:func:`_split`), padded with ``None`` (an empty micro-batch) to
     ``most``, the count of the rank with the most."""
-    out: list[torch.Tensor | None] = [rows[u:u + micro] for u in range(0, len(rows), micro)]
+    out: list[torch.Tensor | None] = list(_split(rows, micro, budget, lengths))
     return out + [None] * (most - len(out))
 
 
 @torch.no_grad()
-def _no_grad_in_micro_batches(fn, batch: Batch, micro: int, layout: Layout | None = None) -> torch.Tensor:
-    """``fn(sub_batch) -> [n, T]`` over the batch ``micro`` sequences at a time: ``[N, T]``."""
+def _no_grad_in_micro_batches(fn, batch: Batch, micro: int, layout: Layout | None = None,
+                              budget: int | None = None) -> torch.Tensor:
+    """``fn(sub_batch) -> [n, T]`` over the batch in micro-batches (``micro`` sequences, ``budget``
+    tokens at most): ``[N, T]``."""
     dev = batch.input_ids.device
     layout = layout or Layout.single(batch)
     parts = []
-    most = layout.most_chunks(torch.arange(layout.total), micro)
-    for idx in _chunks(torch.arange(batch.size, device=dev), micro, most):
+    most = layout.most_chunks(torch.arange(layout.total), micro, budget)
+    for idx in _chunks(torch.arange(batch.size, device=dev), micro, most, budget, batch.lengths.cpu()):
         out = fn(batch.rows(idx if idx is not None else torch.zeros(1, dtype=torch.long, device=dev)))
         if idx is not None:  # an empty micro-batch only keeps the ranks in step
             parts.append(out)
@@ -87,8 +108,9 @@ def _no_grad_in_micro_batches(fn, batch: Batch, micro: int, layout: Layout | Non
 def _logprobs_no_grad(model, batch: Batch, micro: int, cfg: TrainConfig, autocast: bool,
                       layout: Layout | None = None) -> torch.Tensor:
     return _no_grad_in_micro_batches(
-        lambda sub: forward_logprobs(model, sub, temperature=cfg.sampling.temperature, autocast=autocast)[0],
-        batch, micro, layout)
+        lambda sub: forward_logprobs(model, sub, temperature=cfg.sampling.temperature, autocast=autocast,
+                                     packed=cfg.train.packing)[0],
+        batch, micro, layout, cfg.train.micro_batch_tokens)
 
 
 def _gather_rows(t: torch.Tensor, layout: Layout, world: World, width: int) -> torch.Tensor:
@@ -135,12 +157,13 @@ def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: Tra
     need_old = algo.epochs > 1 or mb < total or (beta > 0 and algorithm.kl_in_reward)
     old_logp = _logprobs_no_grad(model, batch, micro, cfg, autocast, layout) if need_old else None
     ref_logp = _logprobs_no_grad(ref_model, batch, micro, cfg, autocast, layout) if beta > 0 else None
-    old_values = (_no_grad_in_micro_batches(lambda sub: critic(sub, autocast), batch, micro, layout)
-                  if critic is not None else None)
+    old_values = (_no_grad_in_micro_batches(lambda sub: critic(sub, autocast), batch, micro, layout,
+                                            cfg.train.micro_batch_tokens) if critic is not None else None)
     adv, returns, metrics = _global_advantages(algorithm, batch, layout, world, whole_mask, beta=beta,
                                                old_logp=old_logp, ref_logp=ref_logp, old_values=old_values)
     value_data = (critic, old_values, returns) if critic is not None else None
     acc = _Metrics()
+    lengths = batch.lengths.cpu()  # [n] prompt + completion tokens of this rank's rows
     local_of = torch.full((total,), -1, dtype=torch.long)
     local_of[layout.positions] = torch.arange(batch.size)
     model.train()
@@ -151,7 +174,8 @@ def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: Tra
             rows = local_of[glob]
             rows = rows[rows >= 0].to(dev)  # this rank's rows of the minibatch
             norm_tok = whole_tokens[glob].sum().clamp(min=1).to(dev)  # the minibatch's normalisers
-            for idx in _chunks(rows, micro, layout.most_chunks(glob, micro)):
+            budget = cfg.train.micro_batch_tokens
+            for idx in _chunks(rows, micro, layout.most_chunks(glob, micro, budget), budget, lengths):
                 acc.add(_micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg, algorithm, autocast,
                                     beta, num_tokens=norm_tok, num_seqs=len(glob), value_data=value_data))
             acc.minibatches += 1
@@ -242,7 +266,7 @@ def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConf
         idx = torch.zeros(1, dtype=torch.long, device=batch.input_ids.device)
     sub = batch.rows(idx)
     logp, ent = forward_logprobs(model, sub, temperature=cfg.sampling.temperature, autocast=autocast,
-                                 with_entropy=True, entropy_grad=algo.entropy_coef > 0)
+                                 with_entropy=True, entropy_grad=algo.entropy_coef > 0, packed=cfg.train.packing)
     m = mask[idx] * (0.0 if empty else 1.0)
     a = adv[idx] * m  # finite where m is 0
     old = old_logp[idx] if old_logp is not None else logp.detach()
