@@ -15,6 +15,7 @@ from grpo_kit.algorithms.advantages import (
     rewards_at_last_token,
     whiten,
 )
+from grpo_kit.algorithms.fused import hidden_logprobs
 from grpo_kit.algorithms.logprobs import token_entropy, token_logprobs
 from grpo_kit.algorithms.losses import (
     AGGREGATIONS,
@@ -43,6 +44,7 @@ __all__ = [
     "gae",
     "get_advantage_estimator",
     "group_advantages",
+    "hidden_logprobs",
     "kl_in_reward",
     "kl_penalty",
     "policy_loss",

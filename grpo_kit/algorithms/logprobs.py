@@ -14,6 +14,9 @@ Logits and labels may have any leading dimensions (``[B, T, V]`` and ``[B, T]``,
 tensor that is a strided view (``logits[:, prompt_len - 1:-1]``) is read in place, not copied.
 
 The temperature must be the one the sampler used: ``pi(y) = softmax(z / temperature)_y``.
+
+To avoid the bf16 logits and their gradient as well, compute the log-probs from the last hidden
+states and the ``lm_head`` weight with :func:`grpo_kit.algorithms.fused.hidden_logprobs`.
 """
 
 from __future__ import annotations
