@@ -58,6 +58,14 @@ class World:
         dist.all_gather_object(out, obj)
         return out
 
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        """Rank ``src``'s ``obj`` on every rank (``obj`` itself in a single process)."""
+        if not self.distributed or self.size == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=src)
+        return box[0]
+
     def max(self, x: torch.Tensor) -> torch.Tensor:
         """The largest ``x`` of any rank (a new tensor; ``x`` itself is left alone)."""
         x = x.detach().clone()

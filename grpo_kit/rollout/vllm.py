@@ -229,7 +229,11 @@ class VLLMSampler:
         # projection, which stays stale if only the embedding it is tied to is sent (seen here).
         # A LoRA policy sends the base's names with the adapter merged in (the trainer's model
         # itself stays unmerged)
-        weights = hf_weights(model)  # a generator; a collective on a sharded model
+        self.load_weights(hf_weights(model))  # a generator; a collective on a sharded model
+
+    def load_weights(self, weights) -> None:
+        """Load ``(name, tensor)`` pairs, Hugging Face names, into the engine in place, consuming
+        them one at a time (the asynchronous rollout process streams them off its channel)."""
         self._wake(["weights"])  # the KV cache stays freed while the weights load
         if self.in_process:
             kwargs = dict(weights_iterator=weights)

@@ -222,6 +222,14 @@ class LoopConfig(Strict):
     micro_batch_tokens: int | None = Field(None, ge=1, description="also cap each micro-batch at this "
                                            "many tokens (prompt + completion): micro-batches balanced by "
                                            "tokens, not only by sequences")
+    async_level: int = Field(0, ge=0, description="k: sample and score in a process of their own, up "
+                             "to k steps ahead of the update; step s's rollouts come from the weights "
+                             "after step s-1-k (0 = synchronous)")
+    max_staleness: int | None = Field(None, ge=0, description="the trainer stops rather than use "
+                                      "rollouts more than this many versions old (default: async_level)")
+    sampler_threads: int | None = Field(None, ge=1, description="async: torch threads of the rollout "
+                                        "process (default: half of train.torch_threads, the trainer "
+                                        "keeps the rest)")
 
 
 class RunConfig(Strict):
@@ -289,6 +297,11 @@ class TrainConfig(Strict):
             raise ValueError(f"train.minibatch_size = {mb} does not divide the batch of "
                              f"prompts_per_step x sampling.n = {B} x {G} = {total} sequences; "
                              f"choose a divisor of {total}")
+        t = self.train
+        if t.max_staleness is not None and t.max_staleness < t.async_level:
+            raise ValueError(f"train.max_staleness = {t.max_staleness} is below train.async_level = "
+                             f"{t.async_level}: step s's rollouts come from the weights of step s-1-k, "
+                             f"{t.async_level} versions old; raise max_staleness or lower async_level")
         micro = self.train.micro_batch_size or mb
         if mb % micro:
             raise ValueError(f"train.micro_batch_size = {micro} does not divide train.minibatch_size "

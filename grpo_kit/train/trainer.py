@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import deque
 import os
 import signal
 import sys
@@ -25,7 +26,7 @@ import torch
 from grpo_kit import dist
 from grpo_kit.config import dump_config
 from grpo_kit.errors import ConfigError
-from grpo_kit.lora import AdapterDisabled, full_adapter_state, load_adapter, parameter_counts
+from grpo_kit.lora import AdapterDisabled, full_adapter_state, hf_weights, load_adapter, parameter_counts
 from grpo_kit.records import RolloutBatch
 from grpo_kit.rollout import make_sampler
 from grpo_kit.scoring import Scorer
@@ -34,35 +35,11 @@ from grpo_kit.train.algorithm import Algorithm
 from grpo_kit.train.batch import Masks, make_batch
 from grpo_kit.train.config import TrainConfig
 from grpo_kit.train.logger import RunLogger
-from grpo_kit.train.models import encode_prompt, load_policy
+from grpo_kit.train.models import load_policy
+from grpo_kit.train.pipeline import AsyncRollouts, check_staleness, snapshot
+from grpo_kit.train.rollouts import PromptCursor, Rollouts, step_seed
 from grpo_kit.train.update import Layout, policy_update
 from tasks import get_task
-
-
-class PromptCursor:
-    """Position in the prompt stream: a seeded permutation per epoch, resumable."""
-
-    def __init__(self, n: int, seed: int):
-        if n == 0:
-            raise ConfigError("the task's train split has no rows")
-        self.n, self.seed, self.epoch, self.pos = n, seed, 0, 0
-
-    def take(self, k: int) -> list[int]:
-        out: list[int] = []
-        while len(out) < k:
-            perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-            chunk = perm[self.pos:self.pos + k - len(out)].tolist()
-            out += chunk
-            self.pos += len(chunk)
-            if self.pos >= self.n:
-                self.epoch, self.pos = self.epoch + 1, 0
-        return out
-
-    def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "pos": self.pos}
-
-    def load(self, s: dict[str, int]) -> None:
-        self.epoch, self.pos = s["epoch"], s["pos"]
 
 
 def lr_lambda(cfg: TrainConfig, total_updates: int):
@@ -89,9 +66,15 @@ class Trainer:
         if self.world.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.world.barrier()
+        self.async_level = cfg.train.async_level
+        self._sampler_threads = cfg.train.sampler_threads
         if cfg.train.torch_threads:  # a machine's threads, shared by the ranks torchrun starts on it
+            T = cfg.train.torch_threads
+            if self.async_level:  # and by the rollout process
+                self._sampler_threads = self._sampler_threads or max(1, T // 2)
+                T = max(1, T - self._sampler_threads)
             per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-            torch.set_num_threads(max(1, cfg.train.torch_threads // per_node))
+            torch.set_num_threads(max(1, T // per_node))
         torch.manual_seed(cfg.train.seed)  # the same on every rank: new heads start equal everywhere
         self.task = get_task(cfg.task)
         self.dataset = self.task.load("train")
@@ -134,20 +117,29 @@ class Trainer:
             self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=algo.value.lr,
                                                       betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
         self.kl_ctl = self.algorithm.kl_controller()
-        self.sampler = make_sampler(cfg.sampler, self.model, self.tokenizer, cfg.sampling,
-                                    logprobs=self.algorithm.needs_sampler_logprobs, model_path=cfg.model.path,
-                                    engine=cfg.vllm)
-        self.cursor = PromptCursor(len(self.dataset), cfg.train.seed)
+        # synchronous: sampler and scorer here; asynchronous: in the rollout process (pipeline.py)
+        self.sampler = self.scorer = self.rollouts = self.pipeline = None
+        if not self.async_level:
+            self.sampler = make_sampler(cfg.sampler, self.model, self.tokenizer, cfg.sampling,
+                                        logprobs=self.algorithm.needs_sampler_logprobs, model_path=cfg.model.path,
+                                        engine=cfg.vllm)
+            self.scorer = Scorer(self.rewards, cfg.scoring)
+            self.rollouts = Rollouts(cfg, self.dataset, self.tokenizer, self.sampler, self.scorer, self.algorithm,
+                                     self.world, self._say)
+        self._pending: deque[dict[str, Any]] = deque()  # a checkpoint's rollouts of the next steps
+        self._cursor_state = PromptCursor(len(self.dataset), cfg.train.seed).state()  # async: the stream's
         self.step = 0
         if resume:
             self._resume()
         if self.world.is_main:
             (self.run_dir / "config.yaml").write_text(dump_config(cfg))
-        self.scorer = Scorer(self.rewards, cfg.scoring)
+        self._v0 = self.step  # the weights the rollout process starts from
+        self._async_active = bool(self.async_level) and self.step + len(self._pending) < cfg.train.steps
+        if self._async_active:
+            self._start_pipeline()
         # rank 0 alone writes metrics, samples, TensorBoard / W&B and the progress bar
         self.logger = (RunLogger(self.run_dir, cfg.run.report_to, cfg.model_dump(mode="json"), self.step)
                        if self.world.is_main else None)
-        self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ resume / save
     def _resume(self) -> None:
@@ -165,13 +157,47 @@ class Trainer:
         else:
             self._resume_single(last, st)
         self.scheduler.load_state_dict(st["scheduler"])
-        self.cursor.load(st["cursor"])
+        self._cursor_state = st["cursor"]
+        if self.rollouts is not None:
+            self.rollouts.cursor.load(st["cursor"])
+        self._pending = deque(st.get("in_flight", []))
+        self._check_in_flight(last)
         self.kl_ctl.beta = st["kl_beta"]
         if "rng" in st:
             ckpt.set_rng_state(st["rng"])
         self.step = st["step"]
-        self.sampler.sync_weights(self.model)
-        self._say(f"resumed from {last} (step {self.step})")
+        if self.sampler is not None:
+            self.sampler.sync_weights(self.model)
+        self._say(f"resumed from {last} (step {self.step})" + (f", with the rollouts of {len(self._pending)} "
+                  "more steps sampled before it was saved" if self._pending else ""))
+
+    def _check_in_flight(self, last: Path) -> None:
+        """The checkpoint's rollouts of the next steps must be within this run's ``max_staleness``."""
+        limit = self._max_staleness()
+        for s, msg in enumerate(self._pending, start=ckpt.load_trainer_state(last)["step"] + 1):
+            old = (s - 1) - msg["record"]["policy_version"]
+            if old > limit:
+                raise ConfigError(f"{last} holds the rollouts of step {s}, sampled {old} versions before "
+                                  f"the weights that step updates (train.async_level was {old} in the run "
+                                  f"that saved it); resume with train.async_level: {old} (or max_staleness >= {old})")
+
+    def _max_staleness(self) -> int:
+        t = self.cfg.train
+        return t.max_staleness if t.max_staleness is not None else t.async_level
+
+    @property
+    def cursor(self) -> PromptCursor:
+        return self.rollouts.cursor
+
+    def _start_pipeline(self) -> None:
+        """Start the rollout process (rank 0) and send it the weights it starts from (every rank
+        takes part in gathering them)."""
+        start = self.step + len(self._pending) + 1
+        self._pipeline_start = start
+        if self.world.is_main:
+            self.pipeline = AsyncRollouts(self.cfg, start=start, version=self.step, cursor=self._cursor_state,
+                                          threads=self._sampler_threads, say=self._say)
+        self._publish(self.step)
 
     def _resume_single(self, last: Path, st: dict[str, Any]) -> None:
         from transformers import AutoModelForCausalLM
@@ -225,8 +251,21 @@ class Trainer:
             set_state_dict(self.critic, self.critic_optimizer, model_state_dict=states["value_model"],
                            optim_state_dict=states["value_optimizer"])
 
+    def _in_flight(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """The rollouts of the steps after this one already sampled (saved with a checkpoint, so a
+        resumed run uses exactly them), and the prompt stream's position after them."""
+        held = list(self._pending)
+        upto = min(self.step + self.async_level, self.cfg.train.steps)
+        if self.pipeline is not None and upto > self.step and upto >= self._pipeline_start:
+            held += self.pipeline.peek(upto)
+        cursor = held[-1]["cursor"] if held else (self.rollouts.cursor.state() if self.rollouts is not None
+                                                  else self._cursor_state)
+        return held, cursor
+
     def save(self) -> Path:
-        state = {"scheduler": self.scheduler.state_dict(), "cursor": self.cursor.state(), "kl_beta": self.kl_ctl.beta}
+        in_flight, cursor = self._in_flight()
+        state = {"scheduler": self.scheduler.state_dict(), "cursor": cursor, "kl_beta": self.kl_ctl.beta,
+                 "in_flight": in_flight}
         if self.world.distributed:
             main_writes = None
             if self.cfg.model.lora is not None:  # the adapter in peft's format too, gathered on rank 0
@@ -252,82 +291,50 @@ class Trainer:
 
     # ------------------------------------------------------------------ sample + score
     def _seed(self, step: int, round_: int) -> int:
-        base = self.cfg.sampling.seed if self.cfg.sampling.seed is not None else self.cfg.train.seed
-        return (base * 1_000_003 + step * 1009 + round_) % (2**31)
-
-    def sample(self, rows: list[dict[str, Any]], seed: int, keys: list[int] | None = None) -> RolloutBatch:
-        """G completions for each dataset row, attributed to its prompt and columns; ``keys`` seed
-        each prompt (see :func:`~grpo_kit.rollout.base.prompt_seed`)."""
-        prompt_ids = [encode_prompt(self.tokenizer, r["prompt"]) for r in rows]
-        rb = self.sampler.sample(prompt_ids, seed, keys)
-        columns = {k: [r.get(k) for r in rows] for k in sorted({k for r in rows for k in r} - {"prompt"})}
-        return rb.with_prompts([r["prompt"] for r in rows], columns, policy_version=self.step)
-
-    def score(self, rb: RolloutBatch) -> None:
-        self.scorer.score_batch(rb)
-        self._report_reward_errors(rb.reward_errors)
-
-    def _report_reward_errors(self, errors: dict[str, list]) -> None:
-        for name, errs in errors.items():
-            bad = [e for e in errs if e is not None]
-            if bad and name not in self._warned:
-                self._warned.add(name)
-                self._say(f"reward {name!r} failed on {len(bad)}/{len(errs)} completions at step "
-                          f"{self.step + 1}: {bad[0]} (counted in metrics as rewards/{name}/errors; "
-                          "further failures of this reward are only counted)", every_rank=True)
-
-    def sample_and_score(self, idx: list[int], seed: int) -> tuple[RolloutBatch, float, float]:
-        """The scored groups of the dataset rows ``idx``, in that order, and the seconds spent
-        sampling and scoring. Under data parallelism each rank samples and scores its contiguous
-        share and the shares are gathered, so every rank holds the same whole record (token ids
-        and scores, not tensors)."""
-        mine = list(self.world.share(len(idx)))
-        # a rank with no prompt this round still samples one (the round's first) and drops it:
-        # the hf sampler's sharded forward passes need every rank
-        keys = mine or [0]
-        t0 = time.perf_counter()
-        rb = self.sample([self.dataset[idx[k]] for k in keys], seed, keys)
-        t1 = time.perf_counter()
-        if mine:
-            self.score(rb)
-        else:
-            rb = rb.select_groups([])
-        if self.world.size > 1:
-            parts = [RolloutBatch.from_dict(p) for p in self.world.gather_objects(rb.to_dict())]
-            rb = RolloutBatch.concat([p for p in parts if p.num_groups])
-        return rb, t1 - t0, time.perf_counter() - t1
+        return step_seed(self.cfg, step, round_)
 
     def collect(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
-        """B scored groups; with dynamic sampling, groups without signal (the algorithm's skip rule)
-        are replaced by fresh ones for up to ``max_sampling_rounds`` rounds, then the batch is filled
-        with them. The same on every rank (each samples and scores a share of each round)."""
-        algo, B = self.cfg.algorithm, self.cfg.train.prompts_per_step
-        kept: list[RolloutBatch] = []
-        dropped: list[RolloutBatch] = []
-        n_kept = 0
-        t_sample = t_score = 0.0
-        rounds = algo.max_sampling_rounds if algo.dynamic_sampling else 1
-        for r in range(rounds):
-            rb, ts, tc = self.sample_and_score(self.cursor.take(B - n_kept), self._seed(step, r))
-            t_sample, t_score = t_sample + ts, t_score + tc
-            has_signal = [self.algorithm.group_has_signal([rb.reward[i] for i in g]) for g in rb.groups()]
-            keep = [b for b, ok in enumerate(has_signal) if ok or not algo.dynamic_sampling]
-            kept.append(rb.select_groups(keep) if len(keep) < rb.num_groups else rb)
-            dropped.append(rb.select_groups([b for b in range(rb.num_groups) if b not in keep]))
-            n_kept += len(keep)
-            if n_kept >= B:
-                break
-        filled = max(0, B - n_kept)
-        spare = RolloutBatch.concat(dropped)
-        batch = RolloutBatch.concat(kept + [spare.select_groups(range(min(filled, spare.num_groups)))])
-        return batch, {"time/sample": t_sample, "time/score": t_score, "dynamic/rounds": r + 1,
-                       "dynamic/filled_groups": filled if algo.dynamic_sampling else 0}
+        """The scored groups of ``step`` sampled here with the current weights (synchronous runs;
+        see :meth:`~grpo_kit.train.rollouts.Rollouts.collect`)."""
+        return self.rollouts.collect(step, version=self.step)
+
+    def _rollouts_of(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
+        """The step's record: a checkpoint's, the rollout process's, or sampled here."""
+        if not self._pending and not self.async_level:
+            return self.collect(step)
+        waited = 0.0
+        if self._pending:
+            msg = self._pending.popleft()
+        else:
+            msg, waited = self.pipeline.take(step) if self.pipeline is not None else (None, 0.0)
+            msg = self.world.broadcast_object(msg)  # rank 0's, to every rank
+        self._cursor_state = msg["cursor"]
+        metrics = dict(msg["metrics"])
+        metrics["async/wait_trainer_s"] = waited
+        return RolloutBatch.from_dict(msg["record"]), metrics
+
+    def _publish(self, version: int) -> dict[str, float]:
+        """Give the sampler the weights after step ``version``: in place (synchronous), or a CPU
+        copy sent to the rollout process, when it will use it (the last k versions it never does)."""
+        t0 = time.perf_counter()
+        if not self.async_level:
+            self.sampler.sync_weights(self.model)
+            return {"time/weight_sync": time.perf_counter() - t0}
+        if not self._async_active or (version != self._v0 and version > self.cfg.train.steps - 1 - self.async_level):
+            return {"time/weight_sync": 0.0}
+        tensors = snapshot(hf_weights(self.model), keep=self.pipeline is not None)
+        t1 = time.perf_counter()
+        waited = self.pipeline.push(tensors, version) if self.pipeline is not None else 0.0
+        return {"time/weight_sync": t1 - t0, "async/wait_trainer_s": waited}
 
     # ------------------------------------------------------------------ the step
     def train_step(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         step = self.step + 1
-        rb, metrics = self.collect(step)  # the whole step's record, on every rank
+        rb, metrics = self._rollouts_of(step)  # the whole step's record, on every rank
+        if self.async_level:
+            metrics["async/staleness_mean"] = metrics["async/staleness_max"] = check_staleness(
+                step, self.step, rb.policy_version, self._max_staleness())
         mine = rb.select_groups(self.world.share(rb.num_groups)) if self.world.size > 1 else rb
         batch = make_batch(mine, self.tokenizer.pad_token_id, self.device)  # this rank's groups
         no_signal = self.algorithm.no_signal_fraction(rb.reward, rb.groups())
@@ -344,9 +351,14 @@ class Trainer:
                                          critic_optimizer=self.critic_optimizer, world=self.world,
                                          layout=self._layout(rb, batch)))
             metrics["time/update"] = time.perf_counter() - t1
-            self.sampler.sync_weights(self.model)
+            if not self.async_level:
+                metrics.update(self._publish(step))
             if "kl/sequence" in metrics:  # Ziegler et al.'s units: KL per sequence, n = sequences
                 self.kl_ctl.update(metrics["kl/sequence"], rb.size)
+        if self.async_level:  # the next version is due even when the weights did not change
+            pushed = self._publish(step)
+            metrics["async/wait_trainer_s"] += pushed.pop("async/wait_trainer_s", 0.0)
+            metrics.update(pushed)
         self.step = step
         metrics.update(step_metrics(rb, no_signal))
         metrics["kl/beta"] = self.kl_ctl.beta
@@ -410,7 +422,10 @@ class Trainer:
         return bool(self.world.max(torch.tensor(int(bool(flag)))))
 
     def close(self) -> None:
-        self.scorer.close()
+        if self.pipeline is not None:
+            self.pipeline.close()
+        if self.scorer is not None:
+            self.scorer.close()
         if self.logger is not None:
             self.logger.close()
 
