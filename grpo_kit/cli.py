@@ -12,7 +12,7 @@ import os
 import sys
 
 from grpo_kit.data import InputError
-from grpo_kit.errors import ConfigError
+from grpo_kit.errors import ConfigError, RolloutProcessError
 from grpo_kit.scoring import RewardFailure
 
 
@@ -43,6 +43,9 @@ def _run(args: argparse.Namespace) -> int:
     except (ConfigError, InputError, RewardFailure) as e:
         print(f"grpo-kit {args.verb}{where}: error: {e}", file=sys.stderr)
         return 2
+    except RolloutProcessError as e:
+        print(f"grpo-kit {args.verb}{where}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"grpo-kit {args.verb}{where}: interrupted; completed rows are saved, run the same command "
               "to continue", file=sys.stderr)

@@ -7,3 +7,8 @@ line prints its message on one line and exits 2. Anything else is a bug and keep
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the file, the key and the fix."""
+
+
+class RolloutProcessError(RuntimeError):
+    """Asynchronous training: the rollout process died, failed (its error in the message), or sent
+    nothing for ``distributed.timeout_s``. The command line prints the message and exits 1."""

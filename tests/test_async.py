@@ -16,6 +16,8 @@ from grpo_kit.train.logger import read_metrics
 from tests.conftest import ROOT
 from tests.test_train import small_config
 
+pytestmark = pytest.mark.slow
+
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 STEPS = 6
 # tis_cap makes the sampler record its log-probs: rollout/kl_sampler_trainer then shows which

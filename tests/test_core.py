@@ -231,7 +231,7 @@ def test_all_equal_rewards_skip_grpo_but_not_ppo(tmp_path, tiny_model, fx):
     for sets, skipped in ((["algorithm.type=grpo"], True), (["algorithm.type=ppo"], False)):
         tr = trainer(tmp_path, tiny_model, sets, name=sets[0])
         tr.scorer.close()
-        tr.scorer = Scorer([RewardConfig(name=fx("constant"))], tr.cfg.scoring)
+        tr.scorer = tr.rollouts.scorer = Scorer([RewardConfig(name=fx("constant"))], tr.cfg.scoring)
         try:
             row = tr.train_step()
         finally:
@@ -282,8 +282,9 @@ def test_on_error_fail_stops_with_the_reason(fx, tmp_path, capsys):
 def test_excluded_completions_get_no_gradient_in_training(tmp_path, tiny_model, fx):
     tr = trainer(tmp_path, tiny_model, [])
     tr.scorer.close()
-    tr.scorer = Scorer([RewardConfig(name="exact_match"), RewardConfig(name=fx("fails_on_digit_one"), label="f")],
-                       tr.cfg.scoring)
+    tr.scorer = tr.rollouts.scorer = Scorer([RewardConfig(name="exact_match"),
+                                             RewardConfig(name=fx("fails_on_digit_one"), label="f")],
+                                            tr.cfg.scoring)
     try:
         rb, _ = tr.collect(1)
         batch = make_batch(rb, tr.tokenizer.pad_token_id, tr.device)

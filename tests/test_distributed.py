@@ -3,7 +3,7 @@
 - one step on 2 ranks equals one step in one process (grpo with KL, epochs and micro-batch
   accumulation; dr_grpo; REINFORCE++-baseline's batch std; PPO with its critic and whitening;
   a LoRA adapter on the sharded frozen base, whose sharded checkpoint resumes in one process;
-  packed, token-balanced micro-batches);
+  packed, token-balanced micro-batches; asynchronous rollouts from rank 0's rollout process, 3 steps);
 - the demo learns under torchrun, with the first steps' metrics equal to the single process's;
 - a sharded checkpoint resumes on 1 and on 2 ranks with the uninterrupted run's metrics, and
   exports to a folder transformers loads; vLLM engines per rank load the export and follow the
@@ -80,7 +80,12 @@ STEP_CONFIGS = {
     # each saved, for the resume below
     "lora": {"algorithm": {"type": "grpo", "kl": {"beta": 0.04}}, "model": {"lora": {"r": 8, "alpha": 16}},
              "optim": {"lr": 1e-3}, "train": {"steps": 3, "save_every": 1, "keep_last": 3, "prompts_per_step": 8}},
+    # asynchronous: rank 0's rollout process feeds both ranks; steps 2 and 3 use rollouts sampled
+    # with the weights of one step before (compared below)
+    "async": {"algorithm": {"type": "grpo", "kl": {"beta": 0.04}, "tis_cap": 2.0}, "optim": {"lr": 1e-3},
+              "train": {"steps": 3, "save_every": 1, "keep_last": 3, "async_level": 1}},
 }
+TIMING = ("time/", "tokens_per_s", "async/wait")
 
 
 def test_one_step_on_two_ranks_equals_one_process(tmp_path, demo_model):
@@ -120,9 +125,17 @@ def test_one_step_on_two_ranks_equals_one_process(tmp_path, demo_model):
         m1, m2 = (read_metrics(tmp_path / d / name / "metrics.jsonl")[0] for d in ("single", "ranks"))
         assert set(m1) == set(m2), name
         for k, v in m1.items():
-            if k.startswith("time/") or k == "tokens_per_s":
+            if k.startswith(TIMING):
                 continue
             assert v == pytest.approx(m2[k], rel=1e-5, abs=1e-6) if isinstance(v, float) else v == m2[k], (name, k)
+    a1, a2 = (read_metrics(tmp_path / d / "async" / "metrics.jsonl") for d in ("single", "ranks"))
+    assert [r["async/staleness_max"] for r in a2] == [0, 1, 1]
+    assert all(r["rollout/kl_sampler_trainer"] > 1e-5 for r in a2[1:] if "skipped" not in r)  # stale, visibly
+    for m1, m2 in zip(a1, a2):
+        assert set(m1) == set(m2)
+        for k, v in m1.items():
+            if not k.startswith(TIMING):
+                assert v == pytest.approx(m2[k], rel=1e-5, abs=1e-6) if isinstance(v, float) else v == m2[k], k
     # LoRA: only the adapter is saved (peft's format, gathered; the shards hold adapter + optimizer);
     # the sharded checkpoint of step 1 resumes in one process to the 2-rank run's steps 2 and 3
     lora = tmp_path / "ranks" / "lora"
@@ -139,7 +152,7 @@ def test_one_step_on_two_ranks_equals_one_process(tmp_path, demo_model):
     for m2, m1 in zip(*after):
         assert set(m1) == set(m2)
         for k, v in m2.items():
-            if not (k.startswith("time/") or k == "tokens_per_s"):
+            if not k.startswith(TIMING):
                 assert v == pytest.approx(m1[k], rel=1e-5, abs=1e-6) if isinstance(v, float) else v == m1[k], k
     ref = _weights(tmp_path / "single" / "dr_grpo" / "checkpoints" / "step-000001")
     for name in switches:

@@ -48,6 +48,11 @@ def test_yaml_examples_are_valid_configs():
         elif set(d) == {"algorithm"}:
             build_config(d["algorithm"], PPOConfig, f"README yaml block {i}")
             kinds.add("ppo")
+        elif set(d) == {"train"}:  # the asynchronous-training block
+            from grpo_kit.train.config import LoopConfig
+
+            build_config(d["train"], LoopConfig, f"README yaml block {i}")
+            kinds.add("loop")
         elif set(d) == {"task"} and "{split}" not in d["task"].get("dataset", ""):
             build_config(d["task"], TaskConfig, f"README yaml block {i}")
-    assert kinds == {"train", "rewards", "ppo", "lora"}
+    assert kinds == {"train", "rewards", "ppo", "lora", "loop"}

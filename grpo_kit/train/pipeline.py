@@ -43,14 +43,10 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
-from grpo_kit.errors import ConfigError
+from grpo_kit.errors import ConfigError, RolloutProcessError
 
 _HOST = "127.0.0.1"
 _LEN, _DATA = 0, 1  # tags: an object's length, its bytes
-
-
-class RolloutProcessError(RuntimeError):
-    """The rollout process died, failed, or sent nothing for ``distributed.timeout_s``."""
 
 
 # --------------------------------------------------------------------------- the channel
