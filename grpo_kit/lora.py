@@ -43,9 +43,10 @@ def linear_names(model: torch.nn.Module) -> list[str]:
 
 
 def apply_lora(model, *, r: int, alpha: float, dropout: float, target_modules: str | list[str],
-               modules_to_save: list[str] | None):
+               modules_to_save: list[str] | None, task_type: str = "CAUSAL_LM"):
     """``model`` (a transformers causal LM) with a LoRA adapter, as a ``peft.PeftModel``; the base
-    weights frozen, the trainable ones float32."""
+    weights frozen, the trainable ones float32. ``task_type="SEQ_CLS"``: a sequence classifier
+    (a reward model), whose new head (``score`` / ``classifier``) peft trains whole."""
     from peft import LoraConfig, get_peft_model
     from peft.tuners.lora import Linear as LoraLinear
     from peft.tuners.lora import LoraLayer
@@ -57,7 +58,7 @@ def apply_lora(model, *, r: int, alpha: float, dropout: float, target_modules: s
         raise ConfigError(f"model.lora.modules_to_save {list(modules_to_save)}: this model ties lm_head to "
                           "embed_tokens; training either one whole is not supported with LoRA")
     lcfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                      modules_to_save=list(modules_to_save) or None, bias="none", task_type="CAUSAL_LM")
+                      modules_to_save=list(modules_to_save) or None, bias="none", task_type=task_type)
     try:
         peft_model = get_peft_model(model, lcfg, autocast_adapter_dtype=True)
     except ValueError as e:
@@ -90,6 +91,9 @@ class AdapterDisabled:
     def __call__(self, *args: Any, **kwargs: Any):
         with self.model.disable_adapter():
             return self.model(*args, **kwargs)
+
+    def get_base_model(self):
+        return self.model.get_base_model()
 
 
 def hf_weights(model) -> Iterator[tuple[str, torch.Tensor]]:

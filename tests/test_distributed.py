@@ -76,6 +76,10 @@ STEP_CONFIGS = {
     # empty ones keep them in step
     "packed": {"algorithm": {"type": "grpo", "kl": {"beta": 0.04}, "epochs": 2},
                "train": {"minibatch_size": 8, "packing": True, "micro_batch_tokens": 12}},
+    # log-probs and entropies from the hidden states, the logits never built: the head's weight
+    # gathered inside the root's forward, its gradient reduced (the reference model's too)
+    "fused": {"algorithm": {"type": "grpo", "kl": {"beta": 0.04}, "entropy_coef": 0.01},
+              "train": {"logprobs": "fused", "minibatch_size": 8, "micro_batch_size": 4}},
     # a LoRA adapter on the sharded frozen base, the reference = the adapter switched off; 3 steps,
     # each saved, for the resume below
     "lora": {"algorithm": {"type": "grpo", "kl": {"beta": 0.04}}, "model": {"lora": {"r": 8, "alpha": 16}},

@@ -1,6 +1,8 @@
-"""Padding-free updates (``train.packing``) and micro-batches balanced by tokens
-(``train.micro_batch_tokens``): packed log-probs, entropies and gradients equal the padded path's,
-the model sees one row without padding, and a training step is the same either way.
+"""Padding-free updates (``train.packing``), micro-batches balanced by tokens
+(``train.micro_batch_tokens``) and fused log-probs (``train.logprobs: fused``): packed or fused
+log-probs, entropies and gradients equal the padded logits path's, the model sees one row without
+padding, the fused head never outputs a vocabulary-wide tensor, and a training step is the same
+every way.
 Under torchrun: tests/test_distributed.py (a packed, token-balanced config among the one-step ones)."""
 
 from __future__ import annotations
@@ -55,6 +57,63 @@ def test_packed_logprobs_entropies_and_gradients_equal_the_padded_ones(tiny_mode
     assert float((lp1 * (1 - m)).abs().max()) == 0  # nothing outside the completions
 
 
+def _grads(model, batch, **kw):
+    model.zero_grad()
+    m = batch.completion_mask
+    lp, ent = forward_logprobs(model, batch, temperature=0.7, autocast=False, with_entropy=True, **kw)
+    ((lp * m).sum() + (ent * m).sum()).backward()
+    return lp.detach(), ent.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_fused_logprobs_entropies_and_gradients_equal_the_logits_path(tiny_model, packed):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    batch = _ragged_batch()
+    m = batch.completion_mask
+    widths = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda mod, args, out: widths.append(out.shape[-1]))
+    lp0, e0, g0 = _grads(model, batch, entropy_grad=True, packed=packed)
+    lp1, e1, g1 = _grads(model, batch, entropy_grad=True, packed=packed, fused=True)
+    hook.remove()
+    assert widths == [model.config.vocab_size, 2]  # fused: [.., 2] (log-prob, entropy), never [.., V]
+    assert float(((lp1 - lp0) * m).abs().max()) <= 1e-5  # measured 5e-7
+    assert float(((e1 - e0) * m).abs().max()) <= 1e-5
+    assert float((g1 - g0).abs().max()) <= 1e-5 * float(g0.abs().max())  # the tied head/embedding too
+    assert float(((lp1 - lp0) * m).abs().max()) > 0 or packed  # a different computation, not the same call
+    _, e2, g2 = _grads(model, batch, entropy_grad=False, packed=packed, fused=True)  # entropy as a metric only
+    assert not e2.requires_grad and float((e2 - e1).abs().max()) == 0
+    assert float((g2 - g1).abs().max()) > 1e-3 * float(g1.abs().max())  # no entropy term in the gradient now
+    assert type(model.get_output_embeddings()).forward is torch.nn.Linear.forward
+    assert "forward" not in vars(model.get_output_embeddings())  # the head's own forward is back
+
+
+def test_fused_under_lora_and_refused_with_an_adapted_head(tiny_model):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from grpo_kit.errors import ConfigError
+    from grpo_kit.lora import AdapterDisabled
+
+    batch = _ragged_batch()
+    m = batch.completion_mask
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    lp0, e0, g0 = _grads(model, batch, entropy_grad=True)
+    lp1, e1, g1 = _grads(model, batch, entropy_grad=True, fused=True)
+    assert len(g0) == len(g1) and float((g1 - g0).abs().max()) <= 1e-5 * float(g0.abs().max())  # adapter grads only
+    assert float(((lp1 - lp0) * m).abs().max()) <= 1e-5
+    with torch.no_grad():  # the reference: the same model with the adapter off
+        ref0 = forward_logprobs(AdapterDisabled(model), batch, temperature=0.7, autocast=False)[0]
+        ref1 = forward_logprobs(AdapterDisabled(model), batch, temperature=0.7, autocast=False, fused=True)[0]
+    assert float(((ref1 - ref0) * m).abs().max()) <= 1e-5 and float(((ref0 - lp0) * m).abs().max()) > 1e-3
+    head = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                          LoraConfig(r=4, lora_alpha=8, target_modules=["lm_head"]))
+    with pytest.raises(ConfigError, match="train.logprobs: fused needs the model's output head to be a plain nn.Linear"):
+        forward_logprobs(head, batch, temperature=0.7, autocast=False, fused=True)
+
+
 @pytest.mark.parametrize("micro, budget, lengths, want", [
     (8, None, [5, 5, 5], [[0, 1, 2]]),  # no budget: by sequence count only
     (2, None, [5, 5, 5], [[0, 1], [2]]),
@@ -78,7 +137,8 @@ def test_a_step_is_the_same_packed_and_token_balanced(tmp_path, tiny_model):
     from grpo_kit.train.config import resolve_train_config
 
     weights, rows = {}, {}
-    for name, sets in {"padded": [], "packed": ["train.packing=true", "train.micro_batch_tokens=24"]}.items():
+    for name, sets in {"padded": [], "packed": ["train.packing=true", "train.micro_batch_tokens=24"],
+                       "fused": ["train.logprobs=fused"]}.items():
         cfg, _ = resolve_train_config(str(small_config(tmp_path, tiny_model)), [
             "train.steps=1", "algorithm.epochs=2", "train.minibatch_size=16", "train.micro_batch_size=8",
             "optim.lr=1e-4", *sets])
@@ -88,12 +148,14 @@ def test_a_step_is_the_same_packed_and_token_balanced(tmp_path, tiny_model):
         finally:
             tr.close()
         weights[name] = {k: v.detach().clone() for k, v in tr.model.state_dict().items()}
-    diff = max(float((weights["padded"][k] - weights["packed"][k]).abs().max()) for k in weights["padded"])
-    assert diff <= 1e-5, diff  # AdamW's 4 steps of lr 1e-4 moved the weights by far more (checked below)
+    for other in ("packed", "fused"):
+        diff = max(float((weights["padded"][k] - weights[other][k]).abs().max()) for k in weights["padded"])
+        assert diff <= 1e-5, (other, diff)  # AdamW's 4 steps of lr 1e-4 moved the weights by far more (checked below)
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()
     assert max(float((weights["padded"][k] - base[k]).abs().max()) for k in base) > 1e-4
     for k, v in rows["padded"].items():
         if isinstance(v, float) and not k.startswith(("time/", "tokens_per_s")):
-            assert v == pytest.approx(rows["packed"][k], rel=1e-4, abs=1e-6), k
+            for other in ("packed", "fused"):
+                assert v == pytest.approx(rows[other][k], rel=1e-4, abs=1e-6), (other, k)

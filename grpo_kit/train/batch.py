@@ -7,12 +7,14 @@ logits that predict it are columns ``P-1 .. P+T-2``. Position ids count real tok
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 
+from grpo_kit.algorithms.fused import hidden_logprobs
 from grpo_kit.algorithms.logprobs import token_entropy, token_logprobs
+from grpo_kit.errors import ConfigError
 from grpo_kit.records import RolloutBatch
 
 
@@ -92,23 +94,63 @@ class Masks:
                    torch.tensor(rb.truncated, dtype=torch.bool, device=device), torch.tensor(total, device=device))
 
 
+def fused_head(model) -> torch.nn.Linear:
+    """The output head that ``train.logprobs: fused`` folds into the log-probs: a plain
+    ``nn.Linear`` (a peft model's base model's; LoRA on ``lm_head`` itself is refused)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if not isinstance(head, torch.nn.Linear) or hasattr(head, "base_layer"):
+        raise ConfigError(f"train.logprobs: fused needs the model's output head to be a plain nn.Linear; "
+                          f"{type(base).__name__} has {type(head).__name__} (LoRA on lm_head? use "
+                          "train.logprobs: logits)")
+    return head
+
+
+@contextmanager
+def _fused(model, labels: torch.Tensor, *, temperature: float, with_entropy: bool, entropy_grad: bool):
+    """While inside, the head's forward returns ``[..., 1]`` log-probs of ``labels`` (``[..., 2]``
+    with the entropies) in place of the logits: :func:`hidden_logprobs` of the hidden states it is
+    given, so the ``[.., V]`` logits are never built. Swapping the head's forward, rather than calling
+    the backbone and the head ourselves, keeps everything inside the root model's forward: FSDP2 has
+    the head's weight gathered there, and its backward hooks see the output."""
+    head = fused_head(model)
+
+    def forward(hidden: torch.Tensor) -> torch.Tensor:  # [..., K, H] -> [..., K, 1 or 2]
+        lp, ent = hidden_logprobs(hidden, head.weight, labels.view(hidden.shape[:-1]), temperature=temperature,
+                                  bias=head.bias, with_entropy=with_entropy, entropy_grad=entropy_grad)
+        return torch.stack([lp, ent], -1) if with_entropy else lp[..., None]
+
+    head.forward = forward
+    try:
+        yield
+    finally:
+        del head.forward
+
+
 def forward_logprobs(model, batch: Batch, *, temperature: float, autocast: bool,
                      with_entropy: bool = False, entropy_grad: bool = False,
-                     packed: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     packed: bool = False, fused: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs ``[N, T]`` of the completion tokens (and their entropies) under ``model``;
-    ``packed``: in one row without padding (see :func:`forward_logprobs_packed`)."""
+    ``packed``: in one row without padding (see :func:`forward_logprobs_packed`); ``fused``: from
+    the last hidden states and the head's weight, the logits never built
+    (:func:`grpo_kit.algorithms.fused.hidden_logprobs`, float32 tiles; ``train.logprobs: fused``)."""
     if packed:
         return forward_logprobs_packed(model, batch, temperature=temperature, autocast=autocast,
-                                       with_entropy=with_entropy, entropy_grad=entropy_grad)
+                                       with_entropy=with_entropy, entropy_grad=entropy_grad, fused=fused)
     T = batch.completion_ids.shape[1]
     pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)  # [N, P+T]
     dev = batch.input_ids.device
     ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if autocast else nullcontext()
     P = batch.prompt_len
     keep = torch.arange(P - 1, P + T - 1, device=dev)  # column P-1+t predicts completion token t
-    with ctx:
+    head = (_fused(model, batch.completion_ids, temperature=temperature, with_entropy=with_entropy,
+                   entropy_grad=entropy_grad) if fused else nullcontext())
+    with ctx, head:
         out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos,
                     logits_to_keep=keep, use_cache=False)
+    if fused:
+        ent = out.logits[..., 1] if with_entropy else None
+        return out.logits[..., 0], ent if entropy_grad or ent is None else ent.detach()
     logits = out.logits  # [N, T, V], contiguous: only the columns that predict completion tokens
     logp = token_logprobs(logits, batch.completion_ids, temperature=temperature)  # [N, T]
     ent = None
@@ -143,7 +185,7 @@ def pack(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.
 
 
 def forward_logprobs_packed(model, batch: Batch, *, temperature: float, autocast: bool,
-                            with_entropy: bool = False, entropy_grad: bool = False
+                            with_entropy: bool = False, entropy_grad: bool = False, fused: bool = False
                             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`forward_logprobs` on the batch packed into one row (:func:`pack`): no compute on
     padding, and only the logits that predict completion tokens are made. Results in the padded
@@ -155,15 +197,21 @@ def forward_logprobs_packed(model, batch: Batch, *, temperature: float, autocast
     empty = keep.numel() == 0  # no completion token: one column anyway, so every rank runs the forward
     dev = ids.device
     ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if autocast else nullcontext()
-    with ctx:
+    labels = batch.completion_ids[rows, cols] if not empty else torch.zeros(1, dtype=torch.long, device=dev)  # [K]
+    head = (_fused(model, labels, temperature=temperature, with_entropy=with_entropy, entropy_grad=entropy_grad)
+            if fused else nullcontext())
+    with ctx, head:
         out = model(input_ids=ids, position_ids=pos, use_cache=False,
                     logits_to_keep=keep if not empty else torch.zeros(1, dtype=torch.long, device=dev))
-    logits = out.logits[0]  # [K, V]
+    logits = out.logits[0]  # [K, V]; fused: [K, 1] log-probs or [K, 2] log-probs, entropies
     shape = batch.completion_ids.shape  # [n, T]
     if empty:
         zero = logits.float().sum() * 0.0  # keeps the graph (and FSDP's backward hooks) connected
         return zero + torch.zeros(shape, device=dev), (zero + torch.zeros(shape, device=dev)) if with_entropy else None
-    labels = batch.completion_ids[rows, cols]  # [K]
+    if fused:
+        place = lambda v: torch.zeros(shape, dtype=v.dtype, device=dev).index_put((rows, cols), v)  # noqa: E731
+        ent = place(logits[:, 1] if entropy_grad else logits[:, 1].detach()) if with_entropy else None
+        return place(logits[:, 0]), ent
     lp = token_logprobs(logits, labels, temperature=temperature)  # [K]
     logp = torch.zeros(shape, dtype=lp.dtype, device=dev).index_put((rows, cols), lp)  # [n, T]
     ent = None

@@ -222,6 +222,11 @@ class LoopConfig(Strict):
     micro_batch_tokens: int | None = Field(None, ge=1, description="also cap each micro-batch at this "
                                            "many tokens (prompt + completion): micro-batches balanced by "
                                            "tokens, not only by sequences")
+    logprobs: Literal["logits", "fused"] = Field("logits", description="how the update computes "
+                                                 "log-probs: from the logits (the head's [tokens, V] "
+                                                 "output), or fused: from the last hidden states and "
+                                                 "the head's weight in float32 tiles, the logits never "
+                                                 "built (far less memory; slower on CPU)")
     async_level: int = Field(0, ge=0, description="k: sample and score in a process of their own, up "
                              "to k steps ahead of the update; step s's rollouts come from the weights "
                              "after step s-1-k (0 = synchronous)")

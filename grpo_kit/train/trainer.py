@@ -32,7 +32,7 @@ from grpo_kit.rollout import make_sampler
 from grpo_kit.scoring import Scorer
 from grpo_kit.train import checkpoint as ckpt
 from grpo_kit.train.algorithm import Algorithm
-from grpo_kit.train.batch import Masks, make_batch
+from grpo_kit.train.batch import Masks, fused_head, make_batch
 from grpo_kit.train.config import TrainConfig
 from grpo_kit.train.logger import RunLogger
 from grpo_kit.train.models import load_policy
@@ -80,6 +80,8 @@ class Trainer:
         self.dataset = self.task.load("train")
         self.rewards = cfg.rewards if cfg.rewards is not None else self.task.default_rewards
         self.model, self.tokenizer, self.device, self.autocast = load_policy(cfg.model, self.world.local_rank)
+        if cfg.train.logprobs == "fused":
+            fused_head(self.model)  # a plain nn.Linear head, or a config error now rather than at step 1
         algo = cfg.algorithm
         self.algorithm = Algorithm(algo, max_new_tokens=cfg.sampling.max_new_tokens)
         trainable, total = parameter_counts(self.model)

@@ -109,7 +109,7 @@ def _logprobs_no_grad(model, batch: Batch, micro: int, cfg: TrainConfig, autocas
                       layout: Layout | None = None) -> torch.Tensor:
     return _no_grad_in_micro_batches(
         lambda sub: forward_logprobs(model, sub, temperature=cfg.sampling.temperature, autocast=autocast,
-                                     packed=cfg.train.packing)[0],
+                                     packed=cfg.train.packing, fused=cfg.train.logprobs == "fused")[0],
         batch, micro, layout, cfg.train.micro_batch_tokens)
 
 
@@ -266,7 +266,8 @@ def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConf
         idx = torch.zeros(1, dtype=torch.long, device=batch.input_ids.device)
     sub = batch.rows(idx)
     logp, ent = forward_logprobs(model, sub, temperature=cfg.sampling.temperature, autocast=autocast,
-                                 with_entropy=True, entropy_grad=algo.entropy_coef > 0, packed=cfg.train.packing)
+                                 with_entropy=True, entropy_grad=algo.entropy_coef > 0, packed=cfg.train.packing,
+                                 fused=cfg.train.logprobs == "fused")
     m = mask[idx] * (0.0 if empty else 1.0)
     a = adv[idx] * m  # finite where m is 0
     old = old_logp[idx] if old_logp is not None else logp.detach()
