@@ -18,12 +18,17 @@ from grpo_kit.scoring import RewardFailure
 
 def build_parser() -> argparse.ArgumentParser:
     from grpo_kit import score_cli, train_cli
+    from grpo_kit import serve_cli
+
+    from grpo_kit import rm_cli
 
     parser = argparse.ArgumentParser(prog="grpo-kit", description="Rewards and GRPO/PPO training "
                                      "for R1-Zero style RL of language models.")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     score_cli.add_parser(sub)
     train_cli.add_parsers(sub)
+    rm_cli.add_parser(sub)
+    serve_cli.add_parser(sub)
     return parser
 
 

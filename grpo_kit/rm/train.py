@@ -1,0 +1,258 @@
+"""`grpo-kit rm train`: a Bradley-Terry reward model trained on preference pairs.
+
+    trainer = RMTrainer(cfg, run_dir)
+    model_dir = trainer.train()
+
+Each step takes ``train.batch_size`` pairs (a seeded permutation per epoch, resumable), scores the
+chosen and rejected inputs in one forward pass (micro-batches of ``train.micro_batch_size`` pairs,
+gradients accumulated, the loss divided by the step's pairs), and minimises
+``-log sigmoid(r_c - r_r - margin) + center_coef * (r_c + r_r)^2`` (Ouyang et al. 2022; the margin
+of Llama 2; the centering of Eisenstein et al. 2023) with AdamW and ``train``'s warmup/cosine
+schedule. As in TRL's ``RewardTrainer`` and OpenRLHF's ``train_rm``, a causal LM gets a new scalar
+head (``AutoModelForSequenceClassification`` with one label; transformers initialises it). Every
+``eval_every`` steps and at the end: pairwise accuracy, margin and reward statistics on
+``data.test``. Checkpoints (model or LoRA adapter, optimizer, scheduler, RNG, data position)
+resume as ``train``'s do. The result, ``RUN_DIR/model``, is a plain
+``AutoModelForSequenceClassification`` folder (a LoRA adapter merged into it) with its tokenizer,
+``pad_token_id`` set, and ``reward_stats.json``: the reward mean/std on the evaluation pairs, for
+normalisation. One process only (not under torchrun).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grpo_kit.algorithms.preference import bradley_terry_loss
+from grpo_kit.config import dump_config
+from grpo_kit.errors import ConfigError
+from grpo_kit.hub import load_pretrained
+from grpo_kit.lora import is_peft, load_adapter, parameter_counts
+from grpo_kit.rm.config import RMConfig
+from grpo_kit.rm.data import encode_pairs, read_pairs
+from grpo_kit.rm.stats import pair_stats
+from grpo_kit.train import checkpoint as ckpt
+from grpo_kit.train.config import ModelConfig
+from grpo_kit.train.logger import RunLogger
+from grpo_kit.train.models import load_tokenizer, pick_device
+from grpo_kit.train.rollouts import PromptCursor
+from grpo_kit.train.trainer import lr_lambda
+
+STATS_FILE = "reward_stats.json"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def load_reward_model(cfg: ModelConfig, seed: int):
+    """``(model, tokenizer, device)``: ``cfg.path`` as an ``AutoModelForSequenceClassification``
+    with one label (a causal LM gets a new head, initialised under ``seed``), ``pad_token_id``
+    set from the tokenizer; a LoRA adapter when ``cfg.lora`` is set (the head trained whole)."""
+    device = pick_device(cfg.device)
+    dtype = torch.float32 if cfg.dtype == "auto" else _DTYPES[cfg.dtype]
+    tok = load_pretrained(load_tokenizer, cfg.path, setting="model.path", what="a tokenizer")
+
+    def seq_cls(path: str):
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        config = AutoConfig.from_pretrained(path)
+        is_cls = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+        if is_cls and config.num_labels != 1:
+            raise ConfigError(f"model.path {path!r} is a classifier with {config.num_labels} labels; a reward "
+                              "model has one (a scalar): start from its causal LM, or a 1-label checkpoint")
+        extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+        torch.manual_seed(seed)  # the new head's initialisation
+        return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype, **extra)
+
+    model = load_pretrained(seq_cls, cfg.path, setting="model.path", what="a sequence classifier")
+    model.config.pad_token_id = tok.pad_token_id  # the head reads the last token that is not padding
+    model.to(device)
+    if cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else device.type == "cuda":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora is not None:
+        from grpo_kit.lora import apply_lora
+
+        model = apply_lora(model, **cfg.lora.model_dump(), task_type="SEQ_CLS")
+    return model, tok, device
+
+
+def score_ids(model, seqs: list[list[int]], pad_id: int, device, autocast: bool = False) -> torch.Tensor:
+    """The scalar rewards ``[n]`` of token-id sequences (right-padded into one batch)."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)  # [n, T]
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # [n, 1]
+    return logits[:, 0].float()
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class RMTrainer:
+    def __init__(self, cfg: RMConfig, run_dir: Path, *, resume: bool = False):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.train.torch_threads:
+            torch.set_num_threads(cfg.train.torch_threads)
+        d = cfg.data
+        self.train_pairs = read_pairs(d.train, d.train_split)
+        self.test_pairs = read_pairs(d.test, d.test_split) if d.test else None
+        self.model, self.tokenizer, self.device = load_reward_model(cfg.model, cfg.train.seed)
+        self.autocast = (cfg.model.autocast if cfg.model.autocast is not None else self.device.type == "cuda")
+        self.pad = self.tokenizer.pad_token_id
+        self.train_ids = encode_pairs(self.tokenizer, self.train_pairs, d.max_length)
+        self.test_ids = encode_pairs(self.tokenizer, self.test_pairs, d.max_length) if self.test_pairs else None
+        trainable, total = parameter_counts(self.model)
+        self._say(f"{len(self.train_pairs)} training pairs, {len(self.test_pairs or [])} test pairs; trainable "
+                  f"parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
+                  + (" (LoRA adapter and head)" if cfg.model.lora is not None else ""))
+        t, o = cfg.train, cfg.optim
+        self.steps = t.steps or max(1, round(t.epochs * len(self.train_pairs) / t.batch_size))
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=o.lr,
+                                           betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.steps))
+        self.cursor = PromptCursor(len(self.train_pairs), t.seed)
+        self.step = 0
+        if resume:
+            self._resume()
+        (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+        self.logger = RunLogger(self.run_dir, cfg.run.report_to, cfg.model_dump(mode="json"), self.step)
+
+    # ------------------------------------------------------------------ resume / save
+    def _resume(self) -> None:
+        found = ckpt.list_checkpoints(self.run_dir)
+        if not found:
+            self._say(f"no checkpoint in {self.run_dir}; starting from step 0")
+            return
+        last = found[-1]
+        st = ckpt.load_trainer_state(last)
+        if self.cfg.model.lora is not None:
+            if not ckpt.is_lora_checkpoint(last):
+                raise ConfigError(f"{last} holds a whole model, not a LoRA adapter; drop model.lora to resume it")
+            load_adapter(self.model, last)
+        else:
+            from transformers import AutoModelForSequenceClassification
+
+            if ckpt.is_lora_checkpoint(last):
+                raise ConfigError(f"{last} holds a LoRA adapter; resume it with the run's model.lora settings")
+            saved = AutoModelForSequenceClassification.from_pretrained(last, dtype=next(self.model.parameters()).dtype)
+            self.model.load_state_dict(saved.state_dict())
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.cursor.load(st["cursor"])
+        ckpt.set_rng_state(st["rng"])
+        self.step = st["step"]
+        self._say(f"resumed from {last} (step {self.step})")
+
+    def save(self) -> Path:
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "cursor": self.cursor.state()}
+        return ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
+                                    self.cfg.train.keep_last)
+
+    def _say(self, msg: str) -> None:
+        print(f"grpo-kit rm train: {msg}", file=sys.stderr)
+
+    # ------------------------------------------------------------------ step / eval
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step on the next ``batch_size`` pairs."""
+        t = self.cfg.train
+        idx = self.cursor.take(t.batch_size)
+        micro = t.micro_batch_size or t.batch_size
+        chosen_ids, rejected_ids = self.train_ids
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums = {"loss": 0.0, "accuracy": 0.0, "margin_mean": 0.0, "reward_mean": 0.0}
+        for start in range(0, len(idx), micro):
+            part = idx[start:start + micro]
+            r = score_ids(self.model, [chosen_ids[i] for i in part] + [rejected_ids[i] for i in part],
+                          self.pad, self.device, self.autocast)  # [2m]: chosen, then rejected
+            margin = torch.tensor([self.train_pairs[i].margin for i in part], device=r.device)
+            loss, m = bradley_terry_loss(r[:len(part)], r[len(part):], margin,
+                                         center_coef=self.cfg.loss.center_coef, num_pairs=len(idx))
+            loss.backward()
+            sums["loss"] += loss.item()
+            for k, v in m.items():
+                sums[k] += v.item() * len(part) / len(idx)
+        o = self.cfg.optim
+        grad_norm = (torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip).item()
+                     if o.grad_clip is not None else None)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return {"step": self.step, **{f"train/{k}": v for k, v in sums.items()}, "grad_norm": grad_norm, "lr": lr}
+
+    @torch.no_grad()
+    def scores(self, ids: tuple[list[list[int]], list[list[int]]]) -> tuple[list[float], list[float]]:
+        """The rewards of the chosen and of the rejected inputs, ``eval_batch_size`` pairs at a time."""
+        self.model.eval()
+        chosen, rejected = [], []
+        n, bs = len(ids[0]), self.cfg.train.eval_batch_size
+        for s in range(0, n, bs):
+            r = score_ids(self.model, ids[0][s:s + bs] + ids[1][s:s + bs], self.pad, self.device, self.autocast)
+            k = len(ids[0][s:s + bs])
+            chosen += r[:k].tolist()
+            rejected += r[k:].tolist()
+        return chosen, rejected
+
+    def evaluate(self) -> dict[str, Any] | None:
+        if self.test_ids is None:
+            return None
+        c, r = self.scores(self.test_ids)
+        return pair_stats(c, r, [p.category for p in self.test_pairs])
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> Path:
+        t = self.cfg.train
+        start = time.perf_counter()
+        while self.step < self.steps:
+            metrics = self.train_step()
+            if (t.eval_every and self.step % t.eval_every == 0) or self.step == self.steps:
+                metrics.update(self._eval_metrics())
+            self.logger.log(metrics)
+            if t.save_every and self.step % t.save_every == 0 and self.step < self.steps:
+                self.save()
+        self.save()
+        self.logger.close()
+        out = self.export()
+        self._say(f"{self.steps} steps in {time.perf_counter() - start:.1f} s")
+        return out
+
+    def _eval_metrics(self) -> dict[str, Any]:
+        s = self.evaluate()
+        if s is None:
+            return {}
+        m = {"eval/accuracy": s["accuracy"], "eval/margin_mean": s["margin"]["mean"],
+             "eval/reward_mean": s["reward"]["mean"], "eval/reward_std": s["reward"]["std"]}
+        self._say(f"step {self.step}/{self.steps}: test pairwise accuracy {s['accuracy']:.3f}, margin mean "
+                  f"{s['margin']['mean']:.3f}, reward mean {s['reward']['mean']:.3f} std {s['reward']['std']:.3f}")
+        return m
+
+    def export(self) -> Path:
+        """``RUN_DIR/model``: the reward model as a plain sequence-classification folder (a LoRA
+        adapter merged in), its tokenizer, and ``reward_stats.json``."""
+        pairs, ids, where = ((self.test_pairs, self.test_ids, "data.test") if self.test_ids is not None
+                             else (self.train_pairs, self.train_ids, "data.train"))
+        c, r = self.scores(ids)
+        s = pair_stats(c, r, [p.category for p in pairs])
+        out = self.run_dir / "model"
+        net = self.model.merge_and_unload() if is_peft(self.model) else self.model
+        net.config.pad_token_id = self.pad
+        net.save_pretrained(out)
+        self.tokenizer.save_pretrained(out)
+        stats = {"reward_mean": s["reward"]["mean"], "reward_std": s["reward"]["std"], "measured_on": where,
+                 "pairs": s["pairs"], "accuracy": s["accuracy"], "margin_mean": s["margin"]["mean"],
+                 "step": self.step}
+        (out / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+        return out
