@@ -1,4 +1,4 @@
 """Built-in reward functions. Importing this package registers them in
 :data:`grpo_kit.contract.REWARDS`; see that module for the reward contract."""
 
-from rewards import countdown, format, length, match, math, model, repetition  # noqa: F401  (registration)
+from rewards import countdown, format, length, match, math, model, process, repetition  # noqa: F401  (registration)

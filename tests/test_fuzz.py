@@ -55,6 +55,7 @@ CASES: dict[str, list[tuple[dict, dict]]] = {
     "kimi_length_penalty": [({"answer": ["42"]}, {})],  # group scope: a group of 3, see below
     "repetition_penalty": [({}, {})],
     "reward_model": [({"prompt": ["what is 2 + 2 ?"]}, {"max_length": 64})],  # "model": the fixture's
+    "process_reward": [({"prompt": ["what is 2 + 2 ?"]}, {"step_tag": " ки\n", "max_length": 64})],  # a tiny PRM
 }
 GROUP = 3  # completions per group for group-scope rewards: the text, its first half, a short answer
 
@@ -83,6 +84,16 @@ def classifier(tmp_path_factory):
     return str(build_tiny_classifier(tmp_path_factory.mktemp("fuzz_rm")))
 
 
+def prm_beside(classifier: str) -> str:
+    """process_reward's checkpoint: a tiny PRM (tests/tiny_models.py) built once beside the classifier."""
+    from tiny_models import build_tiny_prm
+
+    path = Path(classifier).parent / "prm"
+    if not (path / "config.json").exists():
+        build_tiny_prm(path)
+    return str(path)
+
+
 def run_all(pool, classifier, text):
     """``[(name, outcome)]`` for every case of every registered reward: item and group scopes in the
     worker pool under the hard timeout (x group size for a group), batch scope in-process, as the
@@ -104,7 +115,8 @@ def run_all(pool, classifier, text):
     for name, cols, settings in in_process:
         t0 = time.monotonic()
         try:
-            values = get_reward(name)([text], **cols, **settings, model=classifier)
+            values = get_reward(name)([text], **cols, **settings,
+                                      model=prm_beside(classifier) if name == "process_reward" else classifier)
             out = Outcome("ok", values)
         except Exception as e:  # reported by check() with the reward's name
             out = Outcome("error", reason=f"{type(e).__name__}: {e}")

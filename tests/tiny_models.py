@@ -14,7 +14,7 @@ WORDS = (
 ).split()
 
 
-def build_tiny_tokenizer(path: str | Path, *, chat_template: bool = True):
+def build_tiny_tokenizer(path: str | Path, *, chat_template: bool = True, extra_words: tuple[str, ...] = ()):
     """A word-level tokenizer (whitespace split, ``<unk>`` for unknown words) with pad/eos tokens,
     right padding and, optionally, the simple chat template ``<|role|> content <|end|> ...``.
 
@@ -25,7 +25,7 @@ def build_tiny_tokenizer(path: str | Path, *, chat_template: bool = True):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate(SPECIAL_TOKENS + WORDS)}
+    vocab = {w: i for i, w in enumerate(SPECIAL_TOKENS + WORDS + list(extra_words))}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(
@@ -71,6 +71,27 @@ def build_tiny_classifier(path: str | Path, *, seed: int = 0, chat_template: boo
     )
     torch.manual_seed(seed)
     Qwen2ForSequenceClassification(config).save_pretrained(path)
+    return path
+
+
+def build_tiny_prm(path: str | Path, *, seed: int = 0, head: str = "token_classification",
+                   chat_template: bool = True) -> Path:
+    """Save a tiny process reward model and its tokenizer (:func:`build_tiny_tokenizer` plus the
+    step tag ``ки``) into ``path``; return ``path``. ``head``: ``token_classification`` (a
+    ``Qwen2ForTokenClassification`` with 2 labels, Qwen2.5-Math-PRM's shape) or ``causal_lm`` (a
+    ``Qwen2ForCausalLM`` read at ``+`` / ``-``, Math-Shepherd's). Hidden 32, 1 layer, random
+    weights (``initializer_range=0.2``: steps get clearly different probabilities)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2ForTokenClassification
+
+    path = Path(path)
+    tokenizer = build_tiny_tokenizer(path, chat_template=chat_template, extra_words=("ки",))
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512, num_labels=2,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=None, initializer_range=0.2, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    (Qwen2ForTokenClassification if head == "token_classification" else Qwen2ForCausalLM)(config).save_pretrained(path)
     return path
 
 
