@@ -1,0 +1,6 @@
+"""Tools a model can call while it reasons. :func:`run_python` runs model-written code in a
+bubblewrap sandbox (:mod:`grpo_kit.tools.sandbox`)."""
+
+from grpo_kit.tools.sandbox import LIMITS, SandboxResult, SandboxUnavailable, run_python
+
+__all__ = ["LIMITS", "SandboxResult", "SandboxUnavailable", "run_python"]
