@@ -2,3 +2,4 @@
 :data:`grpo_kit.contract.REWARDS`; see that module for the reward contract."""
 
 from rewards import countdown, format, length, match, math, model, process, repetition  # noqa: F401  (registration)
+from rewards import reasoning_gym  # noqa: F401  (registration; imports reasoning-gym only when it scores)

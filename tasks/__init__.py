@@ -11,7 +11,7 @@ a ``datasets.Dataset`` with ``prompt`` and ``answer`` columns (see :class:`tasks
 >>> get_task(TaskConfig.model_construct(name="nope", dataset=None))
 Traceback (most recent call last):
 ...
-grpo_kit.errors.ConfigError: unknown task 'nope'; known tasks: arithmetic, countdown, gsm8k, math (or define one with `dataset:`)
+grpo_kit.errors.ConfigError: unknown task 'nope'; known tasks: arithmetic, countdown, gsm8k, math, reasoning_gym (or define one with `dataset:`)
 """
 
 from __future__ import annotations

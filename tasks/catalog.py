@@ -10,10 +10,12 @@ from tasks.base import Task
 from tasks.countdown import countdown_task
 from tasks.gsm8k import gsm8k_task
 from tasks.math import math_task
+from tasks.reasoning_gym import reasoning_gym_task
 
 TASKS: dict[str, Callable[..., Task]] = {
     "arithmetic": arithmetic_task,
     "countdown": countdown_task,
     "gsm8k": gsm8k_task,
     "math": math_task,
+    "reasoning_gym": reasoning_gym_task,
 }
