@@ -6,7 +6,7 @@ names through each function's globals and ``self.`` attributes through the datas
 reports a *finding* for anything that could evaluate text or reach outside the process:
 
 - the builtins ``eval``, ``exec``, ``compile``, ``__import__``, ``open``, ``input``, ``breakpoint``;
-- any use of a module outside :data:`SAFE_MODULES` (sympy, whose functions ``sympify`` a string
+- any use or function-local import of a module outside :data:`SAFE_MODULES` (sympy, whose functions ``sympify`` a string
   argument; ``ast.literal_eval``; ``subprocess``, ``os``, ``pickle``, ...), or of a function or
   class defined in one;
 - an attribute named like a dangerous function on an object the walk cannot resolve
@@ -153,6 +153,13 @@ class _Walker:
                     self.note(f"{node.id} (builtin)", where)
             elif isinstance(node, ast.Attribute):
                 self.attribute(node, scope, owner, where)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):  # a function-local import
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                for m in modules:
+                    if node.__class__ is ast.ImportFrom and node.level:
+                        continue  # relative: inside the package, its names resolve when used
+                    if _root(m) not in SAFE_MODULES | self.packages:
+                        self.note(f"import {m}", where)
 
     def _owner(self, fn: types.FunctionType) -> type | None:
         """The class a method belongs to: the audited class when it has the method, else None."""

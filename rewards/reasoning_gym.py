@@ -432,10 +432,10 @@ def score_answer(name: str, answer: str | None, entry: dict, config: dict | None
 
 @reward("reasoning_gym")
 def reasoning_gym(completions: list, rg_dataset: list, rg_entry: list, rg_config: list | None = None, *,
-                  datasets: list[str] | None = None, unsafe_scorer: bool = False, **_) -> list[float | None]:
+                  dataset: str | None = None, unsafe_scorer: bool = False, **_) -> list[float | None]:
     """reasoning-gym's verifier of each row's dataset, under the policy of the module docstring.
 
-    ``datasets``: score only rows of these datasets (None for the others), so that one labelled
+    ``dataset``: score only the rows of this dataset (None for the others), so that one labelled
     reward per dataset gives per-dataset metrics; ``unsafe_scorer``: run refused scorers (unsafe).
     """
     n = len(completions)
@@ -447,7 +447,7 @@ def reasoning_gym(completions: list, rg_dataset: list, rg_entry: list, rg_config
     for completion, name, entry_json, config_json in zip(completions, rg_dataset, rg_entry, configs):
         if not isinstance(name, str) or not name:
             raise ValueError(f"reasoning_gym: column 'rg_dataset' must hold a dataset name, got {name!r}")
-        if datasets is not None and name not in datasets:
+        if dataset is not None and name != dataset:
             scores.append(None)
             continue
         entry = decode_entry(entry_json)

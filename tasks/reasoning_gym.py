@@ -11,7 +11,7 @@ Rows: ``question``, ``answer`` (reasoning-gym's gold, a string or None where man
 right), ``rg_dataset`` (the name), ``rg_entry`` (the entry as JSON, see
 :func:`rewards.reasoning_gym.encode_entry`) and ``rg_config`` (the dataset's settings as JSON).
 Default rewards: ``reasoning_gym`` 1.0 per dataset, labelled ``rg_NAME`` and limited to that
-dataset's rows (``args: {datasets: [NAME]}``), so the training metrics hold
+dataset's rows (``args: {dataset: NAME}``), so the training metrics hold
 ``rewards/rg_NAME/mean`` per dataset and the combined reward is each row's own dataset's score.
 
 A dataset whose scorer would evaluate model output and has no parser of ours (see
@@ -108,6 +108,12 @@ def check_dataset(d: RGDataset, unsafe_scorer: bool, where: str) -> None:
     for key in ("size", "seed"):
         if key in d.config:
             raise ConfigError(f"{where}: config.{key} is set by the task (args.size / args.seed), not per dataset")
+    try:  # reasoning-gym's own check of the settings, at load (generation comes later)
+        settings = DATASETS[d.name][1](**d.config)
+        if hasattr(settings, "validate"):
+            settings.validate()
+    except (TypeError, ValueError, AssertionError) as e:
+        raise ConfigError(f"{where}: dataset {d.name!r}: bad config {d.config}: {e}") from None
 
 
 def generate(args: ReasoningGymArgs, split: str, where: str = "task 'reasoning_gym'") -> list[dict]:
@@ -170,6 +176,6 @@ def reasoning_gym_task(cfg) -> Task:
                 system_prompt=cfg.system_prompt, limit=cfg.limit)
     extra = {"unsafe_scorer": True} if args.unsafe_scorer else {}
     task.default_rewards = cfg.rewards or [
-        RewardConfig(name="reasoning_gym", label=f"rg_{name}", weight=1.0, args={"datasets": [name], **extra})
+        RewardConfig(name="reasoning_gym", label=f"rg_{name}", weight=1.0, args={"dataset": name, **extra})
         for name in names]
     return task

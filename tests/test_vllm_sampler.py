@@ -338,9 +338,15 @@ def test_grpo_with_the_vllm_sampler_learns_like_with_hf(tmp_path):
 
 
 # the multi-GPU recipes (*gpu.yaml) share their one-GPU twins' engine settings; vLLM under torchrun
-# is run in tests/test_distributed.py
-@pytest.mark.parametrize("recipe", sorted(p for p in (ROOT / "recipes").glob("*.yaml") if not p.stem.endswith("gpu")),
-                         ids=lambda p: p.stem)
+# is run in tests/test_distributed.py. The reasoning-gym recipe's engine settings are countdown's but
+# for the KV share and length; its task and reward do not depend on the sampler (tested with hf in
+# tests/test_recipes.py and tests/test_reasoning_gym.py). Its vllm run here passed by hand (58 s) and
+# is left out of CI for time: -k reasoning_gym with VLLM_RECIPES_ALL=1 runs it.
+VLLM_RECIPES = sorted(p for p in (ROOT / "recipes").glob("*.yaml") if not p.stem.endswith("gpu")
+                      and (not p.stem.startswith("reasoning_gym") or os.environ.get("VLLM_RECIPES_ALL")))
+
+
+@pytest.mark.parametrize("recipe", VLLM_RECIPES, ids=lambda p: p.stem)
 def test_recipe_trains_on_a_stand_in_with_vllm(recipe, tmp_path):
     """Each GPU recipe, as tests/test_recipes.py shrinks it, with its own sampler (vllm) and engine
     settings except memory (an explicit KV cache size here, which overrides the recipe's GPU
