@@ -3,7 +3,8 @@
 No model, no config object, no I/O, no ``.item()``; nothing but torch (and the zero-dependency
 :mod:`grpo_kit.errors`) is imported. Dimensions: B prompts or sequences, G completions per prompt, T
 completion tokens, V vocabulary. The README's "algorithm core" section has the table of variants
-(GRPO, Dr. GRPO, DAPO, GSPO, RLOO, REINFORCE++-baseline, PPO) and the switches that select them.
+(GRPO, Dr. GRPO, DAPO, GSPO, RLOO, REINFORCE++-baseline, PPO; the policy losses of
+:data:`POLICY_LOSSES`) and the switches that select them.
 """
 
 from grpo_kit.algorithms.advantages import (
@@ -20,6 +21,7 @@ from grpo_kit.algorithms.logprobs import token_entropy, token_logprobs
 from grpo_kit.algorithms.losses import (
     AGGREGATIONS,
     KL_ESTIMATORS,
+    POLICY_LOSSES,
     AdaptiveKLController,
     FixedKLController,
     aggregate,
@@ -28,6 +30,7 @@ from grpo_kit.algorithms.losses import (
     kl_penalty,
     policy_loss,
     rollout_correction,
+    top_entropy_mask,
     truncated_is_weights,
     value_loss,
 )
@@ -36,6 +39,7 @@ __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "AGGREGATIONS",
     "KL_ESTIMATORS",
+    "POLICY_LOSSES",
     "AdaptiveKLController",
     "AdvantageEstimator",
     "FixedKLController",
@@ -52,6 +56,7 @@ __all__ = [
     "rollout_correction",
     "token_entropy",
     "token_logprobs",
+    "top_entropy_mask",
     "truncated_is_weights",
     "value_loss",
     "whiten",

@@ -16,10 +16,18 @@ Papers:
     GSPO       Zheng et al. 2025, https://arxiv.org/abs/2507.18071 (sequence-level ratio)
     KL control Ziegler et al. 2019, https://arxiv.org/abs/1909.08593 (adaptive beta)
     k1/k2/k3   Schulman 2020, Approximating KL Divergence, http://joschu.net/blog/kl-approx.html
+    CISPO      MiniMax 2025, MiniMax-M1, https://arxiv.org/abs/2506.13585 (clipped IS weight)
+    GMPO       Zhao et al. 2025, https://arxiv.org/abs/2507.20673 (geometric-mean ratio)
+    SAPO       Gao et al. 2025, https://arxiv.org/abs/2511.20347 (soft gate)
+    Clip/KL-Cov Cui et al. 2025, https://arxiv.org/abs/2505.22617 (covariance-selected tokens)
+    80/20      Wang et al. 2025, https://arxiv.org/abs/2506.01939 (top-entropy tokens)
+
+The policy losses are selected by name from :data:`POLICY_LOSSES` (``algorithm.policy_loss``).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -184,6 +192,360 @@ def _policy_metrics(
         "ratio_min": torch.where(has_tokens, torch.where(on, ratio, torch.inf).amin(), 1.0),
         "ratio_max": torch.where(has_tokens, torch.where(on, ratio, -torch.inf).amax(), 1.0),
     }
+
+
+# --------------------------------------------------------------------------- policy-loss registry
+#
+# Every entry of POLICY_LOSSES has the signature of :func:`policy_loss` (ppo_clip):
+# ``(logp, old_logp, advantages, completion_mask, *, agg, max_len, num_tokens, num_seqs, is_weights,
+# **settings) -> (loss, metrics)``, with ``logp``/``old_logp``/``completion_mask`` ``[B, T]``,
+# ``advantages`` ``[B]`` or ``[B, T]``, and keyword-only settings with defaults. Every per-token
+# loss goes through :func:`aggregate`, so the step's ``num_tokens``/``num_seqs`` make accumulated
+# micro-batches equal one batch. An entry whose loss needs statistics of the whole batch (Clip-Cov,
+# KL-Cov) carries ``token_selection``: computed once over the batch and passed to every micro-batch
+# as ``selected``, as ``num_tokens`` is (tests/test_policy_losses.py).
+
+
+def _inputs(logp: Tensor, old_logp: Tensor, advantages: Tensor, completion_mask: Tensor):
+    """``(m, adv, log_ratio)``: the mask as floats, advantages ``[B, 1]`` or ``[B, T]`` (detached),
+    ``logp - sg(old_logp)`` ``[B, T]``."""
+    _check_same_shape(logp=logp, old_logp=old_logp, completion_mask=completion_mask)
+    m = completion_mask.to(logp.dtype)  # [B, T]
+    adv = advantages.detach().to(logp.dtype)
+    adv = adv[:, None] if adv.dim() == 1 else adv  # [B, 1] or [B, T]
+    return m, adv, logp - old_logp.detach()
+
+
+@torch.no_grad()
+def _ratio_metrics(ratio: Tensor, m: Tensor) -> dict[str, Tensor]:
+    on, has_tokens = m.bool(), m.bool().any()
+    return {
+        "approx_kl": _masked_mean(ratio - 1.0 - ratio.log(), m),  # k3 estimate of KL(old || new)
+        "ratio_mean": _masked_mean(ratio, m),
+        "ratio_min": torch.where(has_tokens, torch.where(on, ratio, torch.inf).amin(), 1.0),
+        "ratio_max": torch.where(has_tokens, torch.where(on, ratio, -torch.inf).amax(), 1.0),
+    }
+
+
+def _weighted(loss: Tensor, is_weights: Tensor | None) -> Tensor:
+    return loss if is_weights is None else loss * is_weights
+
+
+def cispo_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    completion_mask: Tensor,
+    *,
+    agg: str = "token_mean",
+    max_len: int | None = None,
+    num_tokens: Tensor | float | None = None,
+    num_seqs: Tensor | float | None = None,
+    is_weights: Tensor | None = None,
+    clip_low: float = 1.0,
+    clip_high: float = 0.28,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """CISPO (MiniMax-M1, https://arxiv.org/abs/2506.13585, eq. 4): clip the importance weight,
+    not the update. Per token, with ``r = exp(logp - old_logp)``::
+
+        l = -sg(clip(r, 1 - clip_low, 1 + clip_high)) * A * logp          gradient -sg(w) A grad(logp)
+
+    aggregated by :func:`aggregate`. Every token keeps its gradient, the clipped ones included
+    (PPO's clip zeroes them). The paper sets no lower bound (``clip_low = 1``: ``r >= 0``) and
+    tunes only the upper one. Shapes as :func:`policy_loss`. Metrics: ``clip_frac_low`` /
+    ``clip_frac_high`` (tokens whose weight was clipped from below / above) and the ratio metrics.
+
+    >>> logp = torch.tensor([[-1.0]], requires_grad=True)
+    >>> loss, _ = cispo_loss(logp, torch.tensor([[-1.5]]), torch.tensor([2.0]), torch.ones(1, 1), clip_high=0.2)
+    >>> loss.backward(); logp.grad  # r = e^0.5 = 1.65 -> w = 1.2: -1.2 * 2
+    tensor([[-2.4000]])
+    """
+    m, adv, log_ratio = _inputs(logp, old_logp, advantages, completion_mask)
+    ratio = log_ratio.detach().clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp()  # [B, T]
+    w = ratio.clamp(1.0 - clip_low, 1.0 + clip_high)  # [B, T], no gradient
+    loss = _weighted(-w * adv * logp, is_weights)  # [B, T]
+    metrics = {"clip_frac_low": _masked_mean((ratio < 1.0 - clip_low).to(m.dtype), m),
+               "clip_frac_high": _masked_mean((ratio > 1.0 + clip_high).to(m.dtype), m)}
+    total = aggregate(loss, m, agg, max_len=max_len, num_tokens=num_tokens, num_seqs=num_seqs)
+    return total, metrics | _ratio_metrics(ratio, m)
+
+
+def gmpo_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    completion_mask: Tensor,
+    *,
+    agg: str = "seq_mean_token_mean",
+    max_len: int | None = None,
+    num_tokens: Tensor | float | None = None,
+    num_seqs: Tensor | float | None = None,
+    is_weights: Tensor | None = None,
+    clip_low: float = 0.4,
+    clip_high: float = 0.4,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """GMPO, Geometric-Mean Policy Optimization (https://arxiv.org/abs/2507.20673, eq. 5 and
+    sec. 4): the geometric mean of the token ratios, clipped per token in log space. For sequence b
+    with advantage ``A_b`` and ``l_t = logp_t - old_logp_t`` over its completion tokens::
+
+        m_t = min(l_t, clip(l_t, -clip_low, clip_high))   if A_b > 0
+        m_t = max(l_t, clip(l_t, -clip_low, clip_high))   if A_b < 0
+        J_b = A_b * exp(mean_t m_t),        l[b, t] = -J_b on every token of b
+
+    aggregated by :func:`aggregate`; the paper's objective (the mean of ``-J_b`` over sequences) is
+    ``agg="seq_mean_token_mean"``, the default here (the trainer's ``algorithm.loss_agg`` applies
+    in training). The clip range is the paper's (``exp(+-0.4)`` in ratio units). ``A_b`` is the
+    row's mean advantage over its tokens: GMPO needs sequence-level advantages
+    (``needs_sequence_advantages``; the config refuses it with a critic's per-token ones).
+    Metrics: ``clip_frac_low`` (A < 0, ``l_t < -clip_low``), ``clip_frac_high`` (A > 0,
+    ``l_t > clip_high``) and the ratio metrics.
+
+    >>> loss, _ = gmpo_loss(torch.tensor([[0.1, 0.3]]), torch.zeros(1, 2), torch.tensor([1.0]), torch.ones(1, 2))
+    >>> round(float(loss), 4)  # -exp((0.1 + 0.3) / 2)
+    -1.2214
+    """
+    m, adv, log_ratio = _inputs(logp, old_logp, advantages, completion_mask)
+    n_tok = m.sum(-1).clamp(min=1)  # [B]
+    seq_adv = (adv * m).sum(-1) / n_tok if adv.shape[1] > 1 else adv[:, 0]  # [B]
+    sign = seq_adv.sign()[:, None]  # [B, 1]
+    clipped = log_ratio.clamp(-clip_low, clip_high)  # [B, T]
+    kept = sign * torch.minimum(sign * log_ratio, sign * clipped)  # [B, T] one-sided by the sign of A
+    mean_log = ((kept * m).sum(-1) / n_tok).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)  # [B]
+    J = seq_adv * mean_log.exp()  # [B]
+    loss = _weighted(-J[:, None].expand_as(m), is_weights)  # [B, T]
+    lr = log_ratio.detach()
+    metrics = {"clip_frac_low": _masked_mean(((sign < 0) & (lr < -clip_low)).to(m.dtype), m),
+               "clip_frac_high": _masked_mean(((sign > 0) & (lr > clip_high)).to(m.dtype), m)}
+    total = aggregate(loss, m, agg, max_len=max_len, num_tokens=num_tokens, num_seqs=num_seqs)
+    return total, metrics | _ratio_metrics(lr.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp(), m)
+
+
+gmpo_loss.needs_sequence_advantages = True  # type: ignore[attr-defined]
+
+
+def sapo_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    completion_mask: Tensor,
+    *,
+    agg: str = "seq_mean_token_mean",
+    max_len: int | None = None,
+    num_tokens: Tensor | float | None = None,
+    num_seqs: Tensor | float | None = None,
+    is_weights: Tensor | None = None,
+    tau_pos: float = 1.0,
+    tau_neg: float = 1.05,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """SAPO, Soft Adaptive Policy Optimization (Qwen, https://arxiv.org/abs/2511.20347, sec. 3): a
+    temperature-controlled sigmoid gate in place of the hard clip. Per token, with
+    ``r = exp(logp - old_logp)``::
+
+        tau = tau_pos if A > 0 else tau_neg
+        f(r) = sigma(tau * (r - 1)) * 4 / tau,      l = -f(r) * A
+        grad l = -A * 4 sigma(tau (r - 1)) (1 - sigma(tau (r - 1))) * r * grad(logp)
+
+    so on-policy (``r = 1``) the gradient is ``-A grad(logp)``, and it decays smoothly as ``r``
+    leaves 1, faster for the larger temperature (``tau_neg > tau_pos``: negative updates are damped
+    more). Defaults 1.0 / 1.05 as in verl and TRL. The form is the peers' (verl's and TRL's
+    ``sapo``); the paper's equation number was not checked here. Metrics: ``gate_weight_mean``
+    (the mean gradient weight ``4 sigma (1 - sigma)``) and the ratio metrics.
+
+    >>> loss, _ = sapo_loss(torch.zeros(1, 1), torch.zeros(1, 1), torch.tensor([1.0]), torch.ones(1, 1))
+    >>> loss  # r = 1: -sigma(0) * 4 / 1
+    tensor(-2.)
+    """
+    if tau_pos <= 0 or tau_neg <= 0:
+        raise ValueError(f"SAPO temperatures must be > 0, got tau_pos={tau_pos}, tau_neg={tau_neg}")
+    m, adv, log_ratio = _inputs(logp, old_logp, advantages, completion_mask)
+    ratio = log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp()  # [B, T]
+    tau = torch.where(adv > 0, adv.new_tensor(tau_pos), adv.new_tensor(tau_neg))  # [B, 1] or [B, T]
+    gate = torch.sigmoid(tau * (ratio - 1.0))  # [B, T]
+    loss = _weighted(-gate * (4.0 / tau) * adv, is_weights)  # [B, T]
+    g = gate.detach()
+    metrics = {"gate_weight_mean": _masked_mean(4.0 * g * (1.0 - g), m)}
+    total = aggregate(loss, m, agg, max_len=max_len, num_tokens=num_tokens, num_seqs=num_seqs)
+    return total, metrics | _ratio_metrics(ratio.detach(), m)
+
+
+def _covariance(logp: Tensor, advantages: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """``(cov [B, T], valid [B, T] bool)``: ``(A - mean A) * (logp - mean logp)`` per token, each
+    centred over the valid tokens (Cui et al. 2025, arXiv 2505.22617, eq. 11's summand)."""
+    valid = completion_mask.bool()
+    lp = logp.detach().float()
+    adv = advantages.detach().float()
+    adv = (adv[:, None] if adv.dim() == 1 else adv).expand_as(lp)  # [B, T]
+    m = valid.float()
+    cov = (adv - _masked_mean(adv, m)) * (lp - _masked_mean(lp, m))  # [B, T]
+    return cov, valid
+
+
+def _first_k(score: Tensor, eligible: Tensor, k: Tensor) -> Tensor:
+    """Bool ``[B, T]``: the ``k`` eligible entries with the smallest ``score`` (fewer if fewer are
+    eligible); ``k`` may be a tensor (no ``.item()``)."""
+    flat = torch.where(eligible, score, torch.inf).reshape(-1)  # [B*T]
+    rank = torch.empty_like(flat, dtype=torch.long)
+    rank[flat.argsort(stable=True)] = torch.arange(flat.numel(), device=flat.device)
+    return eligible & (rank.view_as(score) < k)
+
+
+def clip_cov_selection(logp: Tensor, advantages: Tensor, completion_mask: Tensor, *,
+                       clip_ratio: float = 2e-4, cov_low: float = 1.0, cov_high: float = 5.0,
+                       generator: torch.Generator | None = None) -> Tensor:
+    """Clip-Cov's tokens, bool ``[B, T]``: ``max(1, floor(clip_ratio * N_valid))`` chosen uniformly
+    at random (from ``generator``) among the valid tokens with ``cov_low < cov < cov_high``."""
+    cov, valid = _covariance(logp, advantages, completion_mask)
+    eligible = valid & (cov > cov_low) & (cov < cov_high)
+    dev = generator.device if generator is not None else cov.device
+    u = torch.rand(cov.shape, generator=generator, device=dev).to(cov.device)  # [B, T] random order
+    k = (clip_ratio * valid.sum()).floor().clamp(min=1)
+    return _first_k(u, eligible, k)
+
+
+def kl_cov_selection(logp: Tensor, advantages: Tensor, completion_mask: Tensor, *,
+                     kl_ratio: float = 2e-4, generator: torch.Generator | None = None) -> Tensor:
+    """KL-Cov's tokens, bool ``[B, T]``: the ``max(1, floor(kl_ratio * N_valid))`` valid tokens of
+    largest covariance (``generator`` unused: the choice is deterministic)."""
+    cov, valid = _covariance(logp, advantages, completion_mask)
+    k = (kl_ratio * valid.sum()).floor().clamp(min=1)
+    return _first_k(-cov, valid, k)
+
+
+def clip_cov_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    completion_mask: Tensor,
+    *,
+    agg: str = "token_mean",
+    max_len: int | None = None,
+    num_tokens: Tensor | float | None = None,
+    num_seqs: Tensor | float | None = None,
+    is_weights: Tensor | None = None,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    clip_ratio: float = 2e-4,
+    cov_low: float = 1.0,
+    cov_high: float = 5.0,
+    generator: torch.Generator | None = None,
+    selected: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clip-Cov (Cui et al. 2025, "The Entropy Mechanism of RL for Reasoning LMs",
+    https://arxiv.org/abs/2505.22617, sec. 4, eq. 12): the clipped surrogate of :func:`policy_loss`
+    whose gradient is detached on a few high-covariance tokens. With
+    ``cov_t = (A_t - mean A) (logp_t - mean logp)`` (means over the batch's valid tokens)::
+
+        S = a random clip_ratio fraction (at least 1) of {t : cov_low < cov_t < cov_high}
+        l_t = sg(l_ppo_t) if t in S else l_ppo_t
+
+    The value is unchanged; only the gradient of ``S`` goes. Defaults are the paper's and verl's
+    (``clip_ratio 2e-4``, bounds 1 and 5). ``S`` is :func:`clip_cov_selection` of this call
+    (random draws from ``generator``), or ``selected`` (bool ``[B, T]``) when given: pass the whole
+    batch's selection to each accumulated micro-batch, as with ``num_tokens``. Metrics:
+    ``cov_selected_frac`` and the ratio metrics."""
+    m, adv, log_ratio = _inputs(logp, old_logp, advantages, completion_mask)
+    if selected is None:
+        selected = clip_cov_selection(logp, advantages, completion_mask, clip_ratio=clip_ratio, cov_low=cov_low,
+                                      cov_high=cov_high, generator=generator)
+    ratio = log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp()  # [B, T]
+    per_token = torch.maximum(-adv * ratio, -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high))  # [B, T]
+    per_token = torch.where(selected.bool(), per_token.detach(), per_token)
+    loss = _weighted(per_token, is_weights)
+    total = aggregate(loss, m, agg, max_len=max_len, num_tokens=num_tokens, num_seqs=num_seqs)
+    metrics = {"cov_selected_frac": _masked_mean(selected.to(m.dtype), m)}
+    return total, metrics | _ratio_metrics(ratio.detach(), m)
+
+
+clip_cov_loss.token_selection = clip_cov_selection  # type: ignore[attr-defined]
+
+
+def kl_cov_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    completion_mask: Tensor,
+    *,
+    agg: str = "token_mean",
+    max_len: int | None = None,
+    num_tokens: Tensor | float | None = None,
+    num_seqs: Tensor | float | None = None,
+    is_weights: Tensor | None = None,
+    kl_ratio: float = 2e-4,
+    kl_coef: float = 1.0,
+    generator: torch.Generator | None = None,
+    selected: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """KL-Cov (Cui et al. 2025, https://arxiv.org/abs/2505.22617, sec. 4, eq. 13): the unclipped
+    surrogate plus a KL penalty on the tokens of largest covariance. With ``r = exp(logp -
+    old_logp)`` and ``cov_t`` as in :func:`clip_cov_loss`::
+
+        S = the top kl_ratio fraction (at least 1) of the valid tokens by cov_t
+        l_t = -A_t r_t + kl_coef * |logp_t - old_logp_t| * [t in S]
+
+    Defaults as verl's (``kl_ratio 2e-4``, ``kl_coef 1``; the paper uses 2e-3 for 7B and 2e-4 for
+    32B models). ``S`` is :func:`kl_cov_selection` of this call or ``selected`` (see
+    :func:`clip_cov_loss`). Metrics: ``cov_selected_frac`` and the ratio metrics."""
+    m, adv, log_ratio = _inputs(logp, old_logp, advantages, completion_mask)
+    if selected is None:
+        selected = kl_cov_selection(logp, advantages, completion_mask, kl_ratio=kl_ratio)
+    log_ratio = log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)  # [B, T]
+    ratio = log_ratio.exp()  # [B, T]
+    per_token = -adv * ratio + kl_coef * log_ratio.abs() * selected.to(ratio.dtype)  # [B, T]
+    loss = _weighted(per_token, is_weights)
+    total = aggregate(loss, m, agg, max_len=max_len, num_tokens=num_tokens, num_seqs=num_seqs)
+    metrics = {"cov_selected_frac": _masked_mean(selected.to(m.dtype), m)}
+    return total, metrics | _ratio_metrics(ratio.detach(), m)
+
+
+kl_cov_loss.token_selection = kl_cov_selection  # type: ignore[attr-defined]
+
+POLICY_LOSSES: dict[str, Callable[..., tuple[Tensor, dict[str, Tensor]]]] = {
+    "ppo_clip": policy_loss,
+    "cispo": cispo_loss,
+    "gmpo": gmpo_loss,
+    "sapo": sapo_loss,
+    "clip_cov": clip_cov_loss,
+    "kl_cov": kl_cov_loss,
+}
+"""Policy losses by name (``algorithm.policy_loss``); every entry has :func:`policy_loss`'s signature."""
+
+POLICY_LOSS_COMMON = ("agg", "max_len", "num_tokens", "num_seqs", "is_weights")
+"""The keywords every entry takes that are not its own settings."""
+
+
+def policy_loss_settings(name: str) -> dict[str, object]:
+    """The settings of entry ``name`` and their defaults, read from its signature (the keyword-only
+    arguments beyond :data:`POLICY_LOSS_COMMON`; ``generator`` and ``selected`` are the caller's).
+
+    >>> policy_loss_settings("sapo")
+    {'tau_pos': 1.0, 'tau_neg': 1.05}
+    """
+    if name not in POLICY_LOSSES:
+        raise ValueError(f"unknown policy loss {name!r}; valid: {', '.join(sorted(POLICY_LOSSES))}")
+    params = inspect.signature(POLICY_LOSSES[name]).parameters.values()
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY
+            and p.name not in POLICY_LOSS_COMMON + ("generator", "selected")}
+
+
+def top_entropy_mask(entropy: Tensor, completion_mask: Tensor, rho: float) -> Tensor:
+    """The high-entropy "forking" tokens, bool ``[B, T]`` ("Beyond the 80/20 Rule", Wang et al.
+    2025, https://arxiv.org/abs/2506.01939, eq. 4): the valid tokens whose entropy is at least the
+    ``1 - rho`` quantile (``torch.quantile``, linear interpolation) of the valid tokens' entropies.
+    Only these carry policy gradient under ``algorithm.top_entropy_quantile: rho`` (the paper keeps
+    the top 20%: ``rho = 0.2``). No valid token: all false.
+
+    >>> top_entropy_mask(torch.tensor([[0.1, 0.9, 0.5], [0.3, 0.7, 9.0]]), torch.tensor([[1, 1, 1], [1, 1, 0]]), 0.4)
+    tensor([[False,  True, False],
+            [False,  True, False]])
+    """
+    if not 0 < rho <= 1:
+        raise ValueError(f"rho = {rho}: the share of tokens kept must be in (0, 1]")
+    valid = completion_mask.bool()
+    values = entropy.detach()[valid].float()  # [n_valid]
+    if values.numel() == 0:
+        return valid
+    threshold = torch.quantile(values, 1.0 - rho)  # linear interpolation
+    return valid & (entropy.detach() >= threshold)
 
 
 def truncated_is_weights(trainer_logp: Tensor, sampler_logp: Tensor, cap: float = 2.0) -> Tensor:
@@ -429,9 +791,19 @@ __all__ = [
     "FixedKLController",
     "KL_ESTIMATORS",
     "MAX_LOG_RATIO",
+    "POLICY_LOSSES",
     "RATIO_LEVELS",
     "aggregate",
+    "cispo_loss",
+    "clip_cov_loss",
+    "clip_cov_selection",
     "entropy_loss",
+    "gmpo_loss",
+    "kl_cov_loss",
+    "kl_cov_selection",
+    "policy_loss_settings",
+    "sapo_loss",
+    "top_entropy_mask",
     "kl_in_reward",
     "kl_penalty",
     "policy_loss",

@@ -19,13 +19,14 @@ config accepts its name, and this object calls it with the common signature.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 import torch
 
 from grpo_kit.algorithms.advantages import ADVANTAGE_ESTIMATORS, whiten
-from grpo_kit.algorithms.losses import (AdaptiveKLController, FixedKLController, aggregate, kl_in_reward,
-                                        kl_penalty, policy_loss)
+from grpo_kit.algorithms.losses import (POLICY_LOSSES, AdaptiveKLController, FixedKLController, aggregate,
+                                        kl_in_reward, kl_penalty, policy_loss_settings, top_entropy_mask)
 
 ESTIMATOR_ARGS = ("gamma", "lam")
 """Estimator arguments a config block may carry (PPO's); absent ones keep the estimator's default."""
@@ -47,6 +48,13 @@ class Algorithm:
                                token_mask_band=cfg.token_mask_band)
         # the sampler's log-probs are needed when a rollout correction is on
         self.needs_sampler_logprobs = any(v is not None for k, v in self.correction.items() if k != "tis_level")
+        self.loss_fn = POLICY_LOSSES[cfg.policy_loss]
+        self.loss_settings = {k: getattr(cfg, k) for k in policy_loss_settings(cfg.policy_loss)}
+        self.token_selection = getattr(self.loss_fn, "token_selection", None)  # Clip-Cov, KL-Cov
+        self.top_entropy = cfg.top_entropy_quantile
+        # tokens chosen over the whole step (from the log-probs and entropies at its start)
+        self.needs_step_logprobs = self.token_selection is not None or self.top_entropy is not None
+        self.needs_step_entropy = self.top_entropy is not None
 
     # ------------------------------------------------------------------ the skip rule
     def group_has_signal(self, rewards: Sequence[float | None]) -> bool:
@@ -105,10 +113,29 @@ class Algorithm:
         """The aggregation keywords every loss of one minibatch takes (see ``aggregate``)."""
         return dict(agg=self.cfg.loss_agg, max_len=self.max_len, num_tokens=num_tokens, num_seqs=num_seqs)
 
-    def policy_loss(self, logp, old_logp, adv, mask, *, is_weights, agg: dict) -> tuple[torch.Tensor, dict]:
-        c = self.cfg
-        return policy_loss(logp, old_logp, adv, mask, clip_low=c.clip_low, clip_high=c.clip_high,
-                           dual_clip=c.dual_clip, ratio_level=c.ratio_level, is_weights=is_weights, **agg)
+    def policy_tokens(self, mask, *, old_logp, entropy, adv, generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor], dict]:
+        """Over the whole step's rows (``[N, T]`` each, the policy at the step's start): the tokens
+        that carry policy gradient (``mask`` times :func:`top_entropy_mask` under
+        ``top_entropy_quantile``; None when every token of ``mask`` does), the per-token tensors
+        the policy loss takes for the batch (Clip-Cov's and KL-Cov's ``selected``), and metrics."""
+        keep, per_token, metrics = None, {}, {}
+        if self.top_entropy is not None:
+            keep = mask * top_entropy_mask(entropy, mask, self.top_entropy).to(mask.dtype)  # [N, T]
+            metrics["policy/entropy_kept_frac"] = keep.sum() / mask.sum().clamp(min=1)
+        if self.token_selection is not None:
+            own = inspect.signature(self.token_selection).parameters
+            args = {k: v for k, v in self.loss_settings.items() if k in own}
+            per_token["selected"] = self.token_selection(old_logp, adv, mask if keep is None else keep,
+                                                         generator=generator, **args)
+        return keep, per_token, metrics
+
+    def policy_loss(self, logp, old_logp, adv, mask, *, is_weights, agg: dict,
+                    per_token: dict | None = None) -> tuple[torch.Tensor, dict]:
+        """The ``policy_loss`` entry with the config's settings (``per_token``: this micro-batch's
+        rows of :meth:`policy_tokens`' tensors)."""
+        return self.loss_fn(logp, old_logp, adv, mask, is_weights=is_weights, **agg, **self.loss_settings,
+                            **(per_token or {}))
 
     def kl_term(self, logp, ref_logp, mask, *, beta: float, agg: dict) -> tuple[torch.Tensor | None, dict]:
         """``beta * aggregate(KL)`` for the loss (None when the KL is in the reward), and the KL metrics:

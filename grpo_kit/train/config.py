@@ -2,8 +2,9 @@
 
 Every variant of the algorithm is a named switch under ``algorithm`` (see the README's table). The
 valid names of the switches that select a registry entry (``advantage``, ``loss_agg``,
-``kl.estimator``) come from the registries themselves (:data:`ADVANTAGE_ESTIMATORS`,
-:data:`AGGREGATIONS`, :data:`KL_ESTIMATORS`): adding an entry there is the whole change.
+``kl.estimator``, ``policy_loss``) come from the registries themselves (:data:`ADVANTAGE_ESTIMATORS`,
+:data:`AGGREGATIONS`, :data:`KL_ESTIMATORS`, :data:`POLICY_LOSSES`): adding an entry there is the
+whole change (a new setting of a policy loss also needs its field here).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Any, Literal, Union
 
+import torch
 import yaml
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from grpo_kit.algorithms.advantages import ADVANTAGE_ESTIMATORS
-from grpo_kit.algorithms.losses import AGGREGATIONS, KL_ESTIMATORS
+from grpo_kit.algorithms.losses import AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES, policy_loss_settings
 from grpo_kit.config import RewardConfig, ScoringConfig, Strict, apply_override, build_config, unique_reward_keys
 from grpo_kit.rollout.base import SamplingConfig
 from grpo_kit.rollout.vllm import VLLMConfig
@@ -86,6 +88,10 @@ class ModelConfig(Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype; auto = float32 everywhere (the optimizer's weights); on a GPU "
         "the forward passes run under bf16 autocast (see `autocast`)")
+    precision: Literal["bf16", "fp16"] = Field(
+        "bf16", description="the GPU's autocast dtype: bf16, or fp16 with dynamic loss scaling "
+        "(torch.amp.GradScaler; 'Defeating the Training-Inference Mismatch via FP16', arXiv 2510.26788); "
+        "with fp16 the vLLM engine runs in float16 too and a LoRA run's frozen base is float16. GPU only")
     device: str = Field("auto", description="auto = cuda when available, else cpu")
     gradient_checkpointing: bool | None = Field(None, description="default: on for GPU, off for CPU")
     autocast: bool | None = Field(None, description="bf16 autocast of forward passes; default on GPU")
@@ -94,6 +100,22 @@ class ModelConfig(Strict):
     lora: LoRAConfig | None = Field(None, description="train a LoRA adapter instead of every weight "
                                     "(off by default); with dtype auto the frozen base is bf16 on a "
                                     "GPU, the adapter float32")
+
+    @model_validator(mode="after")
+    def _fp16_on_gpu(self) -> "ModelConfig":
+        if self.precision != "fp16":
+            return self
+        if self.device == "cpu" or (self.device == "auto" and not torch.cuda.is_available()):
+            raise ValueError("model.precision: fp16 needs a CUDA GPU (fp16 autocast with loss scaling) and "
+                             f"this run is on the CPU (model.device: {self.device}); use precision: bf16 (the "
+                             "default; on the CPU no autocast runs)")
+        if self.autocast is False:
+            raise ValueError("model.precision: fp16 is fp16 autocast; it cannot run with model.autocast: false")
+        if self.dtype == "float16":
+            raise ValueError("model.precision: fp16 keeps float32 (or bfloat16) weights and autocasts the "
+                             "forward to fp16; float16 weights cannot be loss-scaled (GradScaler refuses to "
+                             "unscale fp16 gradients): set model.dtype: auto")
+        return self
 
 
 class KLConfig(Strict):
@@ -118,15 +140,43 @@ class PPOKLConfig(KLConfig):
         "reward", description="reward: - beta * KL per token in the reward (PPO); loss: + beta * aggregate(KL)")
 
 
+def policy_loss_setting_names() -> list[str]:
+    """Every setting of every entry of :data:`POLICY_LOSSES` (each is a field of the algorithm block)."""
+    return sorted({k for name in POLICY_LOSSES for k in policy_loss_settings(name)})
+
+
 class _PolicyLossConfig(Strict):
-    """The switches of the clipped policy loss, shared by GRPO and PPO."""
+    """The switches of the policy loss, shared by GRPO and PPO.
+
+    ``policy_loss`` names an entry of :data:`POLICY_LOSSES`; its settings are the fields of the same
+    names (``clip_low``, ``tau_pos``, ...). A setting left out takes the entry's own default, read
+    from its signature (so ``policy_loss: gmpo`` brings GMPO's clip of 0.4); the settings of the other
+    entries stay null, and setting one of them is an error that lists the entry's own."""
 
     loss_agg: LossAgg = Field("token_mean", description="loss aggregation (grpo_kit.algorithms.losses."
                               "AGGREGATIONS); constant_norm = Dr. GRPO")
-    clip_low: float = Field(0.2, ge=0, description="PPO clip below 1")
-    clip_high: float = Field(0.2, ge=0, description="PPO clip above 1 (> clip_low: DAPO clip-higher)")
-    dual_clip: float | None = Field(None, gt=1, description="dual-clip constant c for A < 0")
-    ratio_level: Literal["token", "sequence"] = Field("token", description="sequence = GSPO")
+    policy_loss: Annotated[str, _one_of("policy loss", lambda: POLICY_LOSSES)] = Field(
+        "ppo_clip", description="an entry of grpo_kit.algorithms.losses.POLICY_LOSSES: ppo_clip (the clipped "
+        "surrogate), cispo, gmpo, sapo, clip_cov, kl_cov")
+    clip_low: float | None = Field(None, ge=0, description="clip below 1 (ppo_clip, clip_cov: 0.2; cispo: 1.0, "
+                                   "no lower bound; gmpo: in log space, 0.4)")
+    clip_high: float | None = Field(None, ge=0, description="clip above 1 (ppo_clip, clip_cov: 0.2, > clip_low: "
+                                    "DAPO clip-higher; cispo: 0.28; gmpo: in log space, 0.4)")
+    dual_clip: float | None = Field(None, gt=1, description="ppo_clip: dual-clip constant c for A < 0")
+    ratio_level: Literal["token", "sequence"] | None = Field(None, description="ppo_clip: token, or "
+                                                             "sequence = GSPO")
+    tau_pos: float | None = Field(None, gt=0, description="sapo: gate temperature for A > 0 (1.0)")
+    tau_neg: float | None = Field(None, gt=0, description="sapo: gate temperature for A < 0 (1.05)")
+    clip_ratio: float | None = Field(None, gt=0, le=1, description="clip_cov: share of tokens whose gradient "
+                                     "is detached (2e-4)")
+    cov_low: float | None = Field(None, description="clip_cov: covariance band's lower end (1.0)")
+    cov_high: float | None = Field(None, description="clip_cov: covariance band's upper end (5.0)")
+    kl_ratio: float | None = Field(None, gt=0, le=1, description="kl_cov: share of tokens penalised (2e-4)")
+    kl_coef: float | None = Field(None, ge=0, description="kl_cov: coefficient of |logp - old_logp| (1.0)")
+    top_entropy_quantile: float | None = Field(
+        None, gt=0, le=1, description="rho: only the tokens whose entropy (under the policy at the step's "
+        "start) is at least the 1 - rho quantile of the step's valid tokens carry policy gradient ('Beyond "
+        "the 80/20 Rule', arXiv 2506.01939: rho = 0.2); null = every token")
     epochs: int = Field(1, ge=1, description="mu: passes over each batch")
     entropy_coef: float = Field(0.0, ge=0, description="entropy bonus coefficient")
     mask_truncated: bool = Field(False, description="exclude completions cut at max_new_tokens "
@@ -144,6 +194,24 @@ class _PolicyLossConfig(Strict):
     dynamic_sampling: bool = Field(False, description="DAPO: drop groups whose rewards are all "
                                    "equal and sample more until the batch is full")
     max_sampling_rounds: int = Field(3, ge=1, description="bound on dynamic-sampling rounds")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _entry_defaults(cls, data: Any) -> Any:
+        """The chosen policy loss's defaults for its settings left out; another entry's setting set
+        is an error naming the entry's own."""
+        if not isinstance(data, dict):
+            return data
+        name = data.get("policy_loss", "ppo_clip")
+        if name not in POLICY_LOSSES:
+            return data  # the field's validator lists the valid names
+        own = policy_loss_settings(name)
+        foreign = [k for k in policy_loss_setting_names() if k not in own and data.get(k) is not None]
+        if foreign:
+            raise ValueError(f"{', '.join(foreign)}: not a setting of policy_loss {name!r}, whose settings are "
+                             f"{', '.join(own) or 'none'}; remove {'it' if len(foreign) == 1 else 'them'} or "
+                             "choose the policy loss that takes it")
+        return {**data, **{k: v for k, v in own.items() if data.get(k) is None}}
 
 
 class GRPOConfig(_PolicyLossConfig):
@@ -183,6 +251,10 @@ class PPOConfig(_PolicyLossConfig):
 
     @model_validator(mode="after")
     def _check(self) -> "PPOConfig":
+        if getattr(POLICY_LOSSES[self.policy_loss], "needs_sequence_advantages", False):
+            raise ValueError(f"policy_loss {self.policy_loss!r} needs one advantage per sequence; PPO's "
+                             f"{self.advantage!r} gives one per token. Use algorithm.type: grpo, or another "
+                             "policy_loss")
         if self.dynamic_sampling:
             raise ValueError("dynamic_sampling drops groups whose rewards are all equal, which carry no "
                              "signal only under a group baseline; PPO's critic learns from them. Set "

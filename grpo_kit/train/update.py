@@ -18,7 +18,9 @@ global row ``positions``), and the update is the single-process one over the who
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +115,62 @@ def _logprobs_no_grad(model, batch: Batch, micro: int, cfg: TrainConfig, autocas
         batch, micro, layout, cfg.train.micro_batch_tokens)
 
 
+def _logprobs_entropy_no_grad(model, batch: Batch, micro: int, cfg: TrainConfig, autocast: bool,
+                              layout: Layout | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logp, entropy)``, each ``[N, T]``, in one pass (``top_entropy_quantile`` needs both)."""
+    both = _no_grad_in_micro_batches(
+        lambda sub: torch.stack(forward_logprobs(model, sub, temperature=cfg.sampling.temperature,
+                                                 autocast=autocast, with_entropy=True, packed=cfg.train.packing,
+                                                 fused=cfg.train.logprobs == "fused"), -1),
+        batch, micro, layout, cfg.train.micro_batch_tokens)  # [N, T, 2]
+    return both[..., 0], both[..., 1]
+
+
+# --------------------------------------------------------------------------- fp16 (model.precision)
+# Written against torch.amp (GradScaler("cuda"), autocast fp16); not run here: no GPU (README).
+
+_SCALERS: "weakref.WeakKeyDictionary[Any, torch.amp.GradScaler]" = weakref.WeakKeyDictionary()
+
+
+def _fp16(cfg: TrainConfig, autocast: bool) -> bool:
+    return autocast and cfg.model.precision == "fp16"
+
+
+def _amp(cfg: TrainConfig, autocast: bool):
+    """The update's autocast: fp16 here under ``model.precision: fp16`` (the forward helpers are then
+    told ``autocast=False``, their own context being bf16); nothing otherwise."""
+    return torch.autocast("cuda", dtype=torch.float16) if _fp16(cfg, autocast) else nullcontext()
+
+
+def _grad_scaler(optimizer, cfg: TrainConfig, autocast: bool, world: World) -> torch.amp.GradScaler | None:
+    """The dynamic loss scaler of the policy's optimizer (one per optimizer, kept across steps)."""
+    if not _fp16(cfg, autocast):
+        return None
+    if world.size > 1:
+        raise RuntimeError("model.precision: fp16 runs in one process for now (FSDP2's bf16 mixed precision "
+                           "and its gradient reduction are not set up for fp16); use bf16 under torchrun")
+    if optimizer not in _SCALERS:
+        _SCALERS[optimizer] = torch.amp.GradScaler("cuda")
+    return _SCALERS[optimizer]
+
+
+def _step_policy_tokens(algorithm: Algorithm, layout: Layout, world: World, whole_mask, adv, old_logp,
+                        entropy, generator) -> tuple[torch.Tensor | None, dict, dict]:
+    """:meth:`Algorithm.policy_tokens` over every rank's rows (gathered), this rank's rows back."""
+    if not algorithm.needs_step_logprobs:
+        return None, {}, {}
+    if world.size == 1:
+        return algorithm.policy_tokens(whole_mask, old_logp=old_logp, entropy=entropy, adv=adv,
+                                       generator=generator)
+    dev, width = adv.device, whole_mask.shape[1]
+    full = [None if t is None else _gather_rows(t, layout, world, width) for t in (adv, old_logp, entropy)]
+    keep, per_token, metrics = algorithm.policy_tokens(whole_mask.to(dev), old_logp=full[1], entropy=full[2],
+                                                       adv=full[0], generator=generator)
+    T, rows = adv.shape[1], layout.positions.to(dev)
+    mine = lambda t: None if t is None else t.to(dev)[rows, :T]  # noqa: E731
+    return mine(keep), {k: mine(v) for k, v in per_token.items()}, metrics
+
+
 def _gather_rows(t: torch.Tensor, layout: Layout, world: World, width: int) -> torch.Tensor:
     """``[total, width]``: every rank's rows of ``t`` at their global positions (zero-padded)."""
     rows = int(torch.bincount(layout.owner).max())
@@ -154,13 +212,29 @@ def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: Tra
     mask = algorithm.loss_mask(batch)  # [N, T] this rank's rows
     whole_mask = mask if layout.whole is batch else algorithm.loss_mask(layout.whole)  # [total, T_max]
     whole_tokens = whole_mask.sum(-1).cpu()  # tokens in the loss per row
-    need_old = algo.epochs > 1 or mb < total or (beta > 0 and algorithm.kl_in_reward)
-    old_logp = _logprobs_no_grad(model, batch, micro, cfg, autocast, layout) if need_old else None
-    ref_logp = _logprobs_no_grad(ref_model, batch, micro, cfg, autocast, layout) if beta > 0 else None
-    old_values = (_no_grad_in_micro_batches(lambda sub: critic(sub, autocast), batch, micro, layout,
-                                            cfg.train.micro_batch_tokens) if critic is not None else None)
+    need_old = (algo.epochs > 1 or mb < total or (beta > 0 and algorithm.kl_in_reward)
+                or algorithm.needs_step_logprobs)
+    scaler = _grad_scaler(optimizer, cfg, autocast, world)
+    amp, autocast = _amp(cfg, autocast), autocast and not _fp16(cfg, autocast)
+    old_entropy = None
+    with amp:
+        if algorithm.needs_step_entropy:
+            old_logp, old_entropy = _logprobs_entropy_no_grad(model, batch, micro, cfg, autocast, layout)
+        else:
+            old_logp = _logprobs_no_grad(model, batch, micro, cfg, autocast, layout) if need_old else None
+        ref_logp = _logprobs_no_grad(ref_model, batch, micro, cfg, autocast, layout) if beta > 0 else None
+        old_values = (_no_grad_in_micro_batches(lambda sub: critic(sub, autocast), batch, micro, layout,
+                                                cfg.train.micro_batch_tokens) if critic is not None else None)
     adv, returns, metrics = _global_advantages(algorithm, batch, layout, world, whole_mask, beta=beta,
                                                old_logp=old_logp, ref_logp=ref_logp, old_values=old_values)
+    # the tokens that carry policy gradient, chosen over the whole step (top_entropy_quantile, Clip-Cov)
+    keep, per_token, chosen = _step_policy_tokens(algorithm, layout, world, whole_mask, adv, old_logp,
+                                                  old_entropy, generator)
+    metrics.update(chosen)
+    whole_keep = None
+    if keep is not None:  # the policy loss's normaliser counts the kept tokens
+        whole_keep = keep if layout.whole is batch else _gather_rows(keep, layout, world, whole_mask.shape[1])
+        whole_keep = whole_keep.sum(-1).cpu()
     value_data = (critic, old_values, returns) if critic is not None else None
     acc = _Metrics()
     lengths = batch.lengths.cpu()  # [n] prompt + completion tokens of this rank's rows
@@ -174,14 +248,20 @@ def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: Tra
             rows = local_of[glob]
             rows = rows[rows >= 0].to(dev)  # this rank's rows of the minibatch
             norm_tok = whole_tokens[glob].sum().clamp(min=1).to(dev)  # the minibatch's normalisers
+            policy_tok = norm_tok if whole_keep is None else whole_keep[glob].sum().clamp(min=1).to(dev)
             budget = cfg.train.micro_batch_tokens
             for idx in _chunks(rows, micro, layout.most_chunks(glob, micro, budget), budget, lengths):
-                acc.add(_micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg, algorithm, autocast,
-                                    beta, num_tokens=norm_tok, num_seqs=len(glob), value_data=value_data))
+                with amp:
+                    acc.add(_micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg, algorithm,
+                                        autocast, beta, num_tokens=norm_tok, num_seqs=len(glob),
+                                        value_data=value_data, keep=keep, per_token=per_token,
+                                        policy_tokens=policy_tok, scaler=scaler))
             acc.minibatches += 1
-            acc.norm("grad_norm", _optimizer_step(model, optimizer, scheduler, cfg))
+            acc.norm("grad_norm", _optimizer_step(model, optimizer, scheduler, cfg, scaler))
             if critic is not None:
-                acc.norm("value/grad_norm", _optimizer_step(critic, critic_optimizer, None, cfg))
+                acc.norm("value/grad_norm", _optimizer_step(critic, critic_optimizer, None, cfg, scaler))
+            if scaler is not None:  # once per iteration, after every optimizer's step
+                scaler.update()
     metrics.update(acc.result(world))
     metrics["lr"] = scheduler.get_last_lr()[0]
     return metrics
@@ -243,13 +323,19 @@ class _Metrics:
         return out
 
 
-def _optimizer_step(module, optimizer, scheduler, cfg: TrainConfig) -> float | None:
-    """Clip (the global norm, over every rank's shards), step, zero; the norm before clipping."""
+def _optimizer_step(module, optimizer, scheduler, cfg: TrainConfig, scaler=None) -> float | None:
+    """Clip (the global norm, over every rank's shards), step, zero; the norm before clipping. With
+    a loss ``scaler`` (fp16) the gradients are unscaled first and a step with inf/NaN is skipped."""
     norm = None
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     if cfg.optim.grad_clip is not None:
         total = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
         norm = float(total.full_tensor() if hasattr(total, "full_tensor") else total)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+    else:
+        optimizer.step()
     if scheduler is not None:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -257,9 +343,12 @@ def _optimizer_step(module, optimizer, scheduler, cfg: TrainConfig) -> float | N
 
 
 def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConfig, algorithm: Algorithm,
-                autocast, beta, *, num_tokens, num_seqs, value_data=None) -> dict:
+                autocast, beta, *, num_tokens, num_seqs, value_data=None, keep=None, per_token=None,
+                policy_tokens=None, scaler=None) -> dict:
     """Forward and backward of the rows ``idx``; ``None``: an empty micro-batch (row 0 with no
-    token in the loss: the same calls, a loss and gradient of exactly zero)."""
+    token in the loss: the same calls, a loss and gradient of exactly zero). ``keep``: the step's
+    tokens that carry policy gradient (``[N, T]``, None: all of ``mask``), ``policy_tokens`` the
+    minibatch's count of them; ``per_token``: the step's tensors the policy loss takes per row."""
     algo = cfg.algorithm
     empty = idx is None
     if empty:
@@ -282,7 +371,12 @@ def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConf
         raise RuntimeError("algorithm.tis_cap / seq_mask_band / token_mask_band need the sampler's log-probs; "
                            "this sampler gave none")
     agg = algorithm.agg(num_tokens, num_seqs)
-    loss, pm = algorithm.policy_loss(logp, old, a, m, is_weights=is_w, agg=agg)
+    pm_a, pm_mask, pm_agg = a, m, agg
+    if keep is not None:
+        pm_mask, pm_agg = m * keep[idx], algorithm.agg(policy_tokens, num_seqs)
+        pm_a = a * pm_mask
+    loss, pm = algorithm.policy_loss(logp, old, pm_a, pm_mask, is_weights=is_w, agg=pm_agg,
+                                     per_token={k: v[idx] for k, v in (per_token or {}).items()})
     metrics.update({f"policy/{k}": v for k, v in pm.items()})
     metrics["loss/policy"] = loss.detach()
     if ref_logp is not None:
@@ -301,7 +395,7 @@ def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConf
         metrics["loss/value"] = vloss.detach()
         metrics.update({f"value/{k}": v for k, v in vm.items()})
     metrics["loss/total"] = loss.detach()
-    loss.backward()
+    (loss if scaler is None else scaler.scale(loss)).backward()
     metrics["_tokens"] = m.sum()
     metrics["_sequences"] = (m.sum(-1) > 0).sum()
     return metrics
