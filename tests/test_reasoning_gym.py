@@ -13,8 +13,7 @@ reasoning_gym = pytest.importorskip("reasoning_gym")
 
 from reasoning_gym.factory import DATASETS  # noqa: E402
 
-from grpo_kit.config import ConfigError, RewardConfig, ScoringConfig, build_config  # noqa: E402
-from grpo_kit.scoring import Scorer  # noqa: E402
+from grpo_kit.config import ConfigError, build_config  # noqa: E402
 from rewards import reasoning_gym as rgr  # noqa: E402
 from rewards._literal import parse_literal  # noqa: E402
 from rewards._rg_audit import audit  # noqa: E402
@@ -217,7 +216,7 @@ def test_our_scorers_agree_with_reasoning_gym_on_honest_answers():
 def test_json_round_trip_keeps_the_scores_of_allowed_datasets():
     """The entry travels as JSON (rg_entry); arc's boards are tuples, which plain JSON would turn into
     lists (and every gold answer into 0.05)."""
-    for name in ("arc_agi", "rearc", "leg_counting", "word_ladder", "sokoban"):
+    for name in ("arc_agi",):  # rearc's scorer is the same code
         e = entries(name, 1, seed=2)[0]
         ds = reasoning_gym.create_dataset(name, size=1, seed=2)
         if e["answer"] is None:
@@ -227,20 +226,13 @@ def test_json_round_trip_keeps_the_scores_of_allowed_datasets():
 
 
 # ------------------------------------------------------------------------------- unsafe_scorer
-def test_unsafe_scorer_switch_runs_theirs_only_in_a_worker():
+def test_unsafe_scorer_runs_only_in_a_reward_worker():
+    """Outside a worker (scoring.workers: 0, or a direct call) even the opt-in refuses; in a worker
+    it runs (test_three_safe_datasets_score_end_to_end_...)."""
     e = entries("polynomial_multiplication", 1)[0]
     cols = {"rg_dataset": ["polynomial_multiplication"], "rg_entry": [rgr.encode_entry(e)]}
-    comps = [answer_of(e["answer"])]
-    with Scorer([RewardConfig(name="reasoning_gym"),
-                 RewardConfig(name="reasoning_gym", label="unsafe", args={"unsafe_scorer": True})],
-                ScoringConfig(workers=1)) as scorer:
-        rb = scorer.score(comps, cols)
-    assert rb.rewards["reasoning_gym"] == [None]
-    assert "'polynomial_multiplication' is refused: its scorer parses the answer with sympy.parse_expr" in \
-        rb.reward_errors["reasoning_gym"][0]
-    assert rb.rewards["unsafe"] == [1.0] and rb.reward_errors["unsafe"] == [None]
     with pytest.raises(rgr.RefusedScorer, match="only in a reward worker process"):
-        rgr.reasoning_gym(comps, **cols, unsafe_scorer=True)
+        rgr.reasoning_gym([answer_of(e["answer"])], **cols, unsafe_scorer=True)
 
 
 # ------------------------------------------------------------------------------------------ task
@@ -290,32 +282,45 @@ def test_unsafe_scorer_in_the_task_allows_a_refused_dataset_and_reaches_its_rewa
 # --------------------------------------------------------------------------- end to end: score
 def test_three_safe_datasets_score_end_to_end_through_grpo_kit_score(tmp_path):
     """leg_counting and chain_sum (reasoning-gym's own scorers, guarded) and countdown (our parser):
-    rows as the task writes them, an honest right and an honest wrong answer each."""
+    rows as the task writes them, an honest right and an honest wrong answer each. Beside them,
+    rows of polynomial_multiplication (refused): the plain reward records the refusal as an error,
+    the `unsafe_scorer: true` one runs its scorer in the worker (the switch acting)."""
     from grpo_kit.cli import main
 
     task = get_task(TaskConfig(name="reasoning_gym", args={
-        "size": 6, "datasets": [{"name": "leg_counting"}, {"name": "chain_sum"}, {"name": "countdown"}]}))
+        "size": 8, "unsafe_scorer": True, "datasets": [{"name": "leg_counting"}, {"name": "chain_sum"},
+                                                       {"name": "countdown"}, {"name": "polynomial_multiplication"}]}))
     rows = []
     for r in task.load("train"):
         right = r["answer"]
-        wrong = _swap_op(right) if r["rg_dataset"] == "countdown" else str(int(right) + 1)
+        name = r["rg_dataset"]
+        wrong = _swap_op(right) if name == "countdown" else right + " + 1" if name == "polynomial_multiplication" \
+            else str(int(right) + 1)
         for text, ok in ((right, True), (wrong, False)):
             rows.append({**{k: r[k] for k in ("prompt", "answer", "rg_dataset", "rg_entry", "rg_config")},
                          "completion": answer_of(text), "honest_right": ok})
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert main(["score", str(inp), "-o", str(out), "--reward", "reasoning_gym", "--workers", "1",
+    config = tmp_path / "score.yaml"
+    config.write_text("rewards:\n  - {name: reasoning_gym}\n"
+                      "  - {name: reasoning_gym, label: unsafe, args: {unsafe_scorer: true}}\n")
+    assert main(["score", str(inp), "-o", str(out), "--config", str(config), "--workers", "1",
                  "--no-progress"]) == 0
     scored = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(scored) == 12 and Counter(s["rg_dataset"] for s in scored) == {"leg_counting": 4, "chain_sum": 4,
-                                                                               "countdown": 4}
+    assert Counter(s["rg_dataset"] for s in scored) == {"leg_counting": 4, "chain_sum": 4, "countdown": 4,
+                                                        "polynomial_multiplication": 4}
     for s in scored:
         expected = 1.0 if s["honest_right"] else (0.05 if s["rg_dataset"] == "countdown" else 0.0)
-        assert s["rewards"]["reasoning_gym"] == expected and "reward_errors" not in s, s
+        assert s["rewards"]["unsafe"] == expected, s
+        if s["rg_dataset"] == "polynomial_multiplication":
+            assert s["rewards"]["reasoning_gym"] is None
+            assert "'polynomial_multiplication' is refused" in s["reward_errors"]["reasoning_gym"]
+        else:
+            assert s["rewards"]["reasoning_gym"] == expected and "reward_errors" not in s, s
 
 
 # --------------------------------------------------------------------------- end to end: train
-def test_two_datasets_train_three_steps_on_the_stand_in_with_per_dataset_metrics(tmp_path):
+def test_two_datasets_train_two_steps_on_the_stand_in_with_per_dataset_metrics(tmp_path):
     """The recipe with two of its datasets, shrunk to the byte-level stand-in: per-dataset reward
     metrics, each counting only its rows (the others are None)."""
     from grpo_kit.train.config import resolve_train_config
@@ -328,12 +333,12 @@ def test_two_datasets_train_three_steps_on_the_stand_in_with_per_dataset_metrics
     (tmp_path / "stand-in").mkdir()
     model, data = make_stand_in(tmp_path / "stand-in")
     sets = stand_in_overrides(recipe, model, data, tmp_path / "run") + [
-        "sampler=hf", "train.steps=3", "train.save_every=0",
+        "sampler=hf", "train.steps=2", "train.save_every=0", "task.args.size=16", "task.args.test_size=4",
         "task.args.datasets=[{name: leg_counting, weight: 1}, {name: countdown, weight: 1}]"]
     cfg, _ = resolve_train_config(str(recipe), sets)
     trainer = Trainer(cfg, tmp_path / "run")
     try:
-        rows = [trainer.train_step() for _ in range(3)]
+        rows = [trainer.train_step() for _ in range(2)]
     finally:
         trainer.close()
     n = cfg.train.prompts_per_step * cfg.sampling.n
