@@ -229,6 +229,8 @@ def serve(cfg: ServeConfig, *, log_level: str = "warning") -> None:
         config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5, access_log=False)
         try:
             uvicorn.Server(config).run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it handled, once it has shut down
+            pass
         finally:
             sock.close()
         print("grpo-kit serve-reward: stopped", file=sys.stderr, flush=True)

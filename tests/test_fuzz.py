@@ -1,6 +1,8 @@
 """Hostile and random completions never crash any registered reward, never overrun the timeout by
 more than 1 s, and never execute anything (the payloads below would create a file if they ran)."""
 
+import asyncio
+import inspect
 import math
 import time
 from pathlib import Path
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from grpo_kit.registry import get_reward, known_rewards, reward_scope
 from grpo_kit.workers import Outcome, WorkerPool
+from tests.http_stub import Stub
 
 TIMEOUT = 2.0
 SENTINEL = Path("/tmp/grpo_kit_fuzz_pwned")
@@ -56,6 +59,9 @@ CASES: dict[str, list[tuple[dict, dict]]] = {
     "repetition_penalty": [({}, {})],
     "reward_model": [({"prompt": ["what is 2 + 2 ?"]}, {"max_length": 64})],  # "model": the fixture's
     "process_reward": [({"prompt": ["what is 2 + 2 ?"]}, {"step_tag": " ки\n", "max_length": 64})],  # a tiny PRM
+    # the remote rewards: the text through JSON and HTTP to a stub server ("url": the stub's, see run_all)
+    "http_reward": [({"answer": ["42"], "prompt": ["what is 2 + 2 ?"]}, {"retries": 0})],
+    "llm_judge": [({"answer": ["42"], "prompt": ["what is 2 + 2 ?"]}, {"retries": 0, "model": "judge"})],
 }
 GROUP = 3  # completions per group for group-scope rewards: the text, its first half, a short answer
 
@@ -84,6 +90,20 @@ def classifier(tmp_path_factory):
     return str(build_tiny_classifier(tmp_path_factory.mktemp("fuzz_rm")))
 
 
+@pytest.fixture(scope="module")
+def stub():
+    """A server for the remote rewards: a reward server's answer on /score, a judge's on /chat/completions."""
+    def answer(path, body, headers):
+        if path.endswith("/chat/completions"):
+            return 200, {"choices": [{"message": {"content": "SCORE: 5"}, "finish_reason": "stop"}]}, {}
+        n = len(body["completions"])
+        return 200, {"rewards": {"r": [1.0] * n}, "reward_errors": {"r": [None] * n}, "reward": [1.0] * n}, {}
+
+    with Stub() as s:
+        s.handler = answer
+        yield s
+
+
 def prm_beside(classifier: str) -> str:
     """process_reward's checkpoint: a tiny PRM (tests/tiny_models.py) built once beside the classifier."""
     from tiny_models import build_tiny_prm
@@ -94,7 +114,7 @@ def prm_beside(classifier: str) -> str:
     return str(path)
 
 
-def run_all(pool, classifier, text):
+def run_all(pool, classifier, stub, text):
     """``[(name, outcome)]`` for every case of every registered reward: item and group scopes in the
     worker pool under the hard timeout (x group size for a group), batch scope in-process, as the
     scorer runs them."""
@@ -115,8 +135,13 @@ def run_all(pool, classifier, text):
     for name, cols, settings in in_process:
         t0 = time.monotonic()
         try:
-            values = get_reward(name)([text], **cols, **settings,
-                                      model=prm_beside(classifier) if name == "process_reward" else classifier)
+            if name in ("http_reward", "llm_judge"):
+                where = {"url": stub.url}
+            else:
+                where = {"model": prm_beside(classifier) if name == "process_reward" else classifier}
+            values = get_reward(name)([text], **cols, **settings, **where)
+            if inspect.isawaitable(values):  # an async reward, awaited as the scorer does
+                values = asyncio.run(values)
             out = Outcome("ok", values)
         except Exception as e:  # reported by check() with the reward's name
             out = Outcome("error", reason=f"{type(e).__name__}: {e}")
@@ -136,9 +161,9 @@ def check(results, text):
 
 
 @pytest.mark.parametrize("text", HOSTILE, ids=lambda t: f"{t[:20]!r}x{len(t)}")
-def test_hostile_inputs(pool, classifier, text):
+def test_hostile_inputs(pool, classifier, stub, text):
     SENTINEL.unlink(missing_ok=True)
-    check(run_all(pool, classifier, text), text)
+    check(run_all(pool, classifier, stub, text), text)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -146,6 +171,6 @@ def test_hostile_inputs(pool, classifier, text):
     st.lists(st.sampled_from(FRAGMENTS), max_size=40).map("".join),
     st.text(max_size=300),
 ))
-def test_random_strings(pool, classifier, text):
+def test_random_strings(pool, classifier, stub, text):
     SENTINEL.unlink(missing_ok=True)
-    check(run_all(pool, classifier, text), text)
+    check(run_all(pool, classifier, stub, text), text)

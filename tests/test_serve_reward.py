@@ -429,3 +429,19 @@ def test_serve_reward_cli_errors(capsys, monkeypatch):
     assert "environment variable UNSET_VAR_X is empty or unset" in capsys.readouterr().err
     assert main(["serve-reward", "--reward", "think_format", "--max-queue", "-1"]) == 2
     assert "server.max_queue: Input should be greater than or equal to 0" in capsys.readouterr().err
+
+
+def test_the_readme_server_config_is_valid():
+    import re
+
+    import yaml
+
+    from grpo_kit.config import build_config
+    from grpo_kit.serve_reward import ServeConfig
+
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)]
+    served = [b for b in blocks if isinstance(b, dict) and "server" in b]
+    assert served, "the README's Remote rewards section has no serve-reward config"
+    for b in served:
+        cfg = build_config(b, ServeConfig, "README")
+        assert cfg.server.token_env == "REWARD_TOKEN" and cfg.rewards[0].name == "reward_model"
