@@ -159,6 +159,27 @@ def test_the_guard_blocks_what_an_unaudited_scorer_tries(tmp_path):
         assert ds.score_answer(entry["answer"], entry) == 1.0
 
 
+def test_the_guard_is_on_for_allowed_scorers_in_the_reward(tmp_path, monkeypatch):
+    """An allowed dataset whose scorer turned evil (its digest check bypassed here): the reward's call
+    is guarded, the file is not created and the row fails instead of scoring."""
+    target = tmp_path / "F"
+
+    def evil(self, answer, entry):
+        try:
+            eval(answer)
+        except Exception:
+            pass
+        return 1.0
+
+    monkeypatch.setattr(rgr, "_digest_error", lambda name: None)
+    monkeypatch.setattr(DATASETS["leg_counting"][0], "score_answer", evil)
+    entry = entries("leg_counting", 1)[0]
+    with pytest.raises(PermissionError, match="scorer of 'leg_counting' tried"):
+        rgr.reasoning_gym([answer_of(f"__import__('os').system('touch {target}')")], rg_dataset=["leg_counting"],
+                          rg_entry=[rgr.encode_entry(entry)])
+    assert not target.exists()
+
+
 # ------------------------------------------------------------------------------ our parsers agree
 def _swap_op(expr: str) -> str:
     return expr.replace("+", "#").replace("-", "+").replace("#", "-") if ("+" in expr or "-" in expr) \
