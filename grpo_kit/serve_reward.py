@@ -140,7 +140,7 @@ def build_app(scorer: Scorer, cfg: ServeConfig, on_ready: Callable[[], None] | N
     (FastAPI reads the handlers' annotations at run time, hence no ``from __future__ import
     annotations`` in this module: ``Request`` is imported here, FastAPI being an optional extra.)"""
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
 
     token = _bearer_token(cfg.server.token_env)
     executor = ThreadPoolExecutor(1, thread_name_prefix="scorer")  # the scorer is one caller at a time
@@ -196,8 +196,10 @@ def build_app(scorer: Scorer, cfg: ServeConfig, on_ready: Callable[[], None] | N
             state["seconds_ewma"] = dt if not state["requests"] else 0.8 * state["seconds_ewma"] + 0.2 * dt
             state["requests"] += 1
             state["completions"] += len(completions)
-            return {"rewards": rb.rewards, "reward_errors": rb.reward_errors, "reward": rb.reward,
+            body = {"rewards": rb.rewards, "reward_errors": rb.reward_errors, "reward": rb.reward,
                     "seconds": round(dt, 6)}
+            # plain lists of floats, str and None: json.dumps, not FastAPI's per-element encoder
+            return Response(json.dumps(body), media_type="application/json")
         finally:
             state["in_system"] -= 1
 
