@@ -14,7 +14,8 @@ an audit of reasoning-gym 0.1.25's source (:mod:`rewards._rg_audit`):
   such attempt into a failure of the reward.
 - **ours** (:data:`OURS`): our re-implementation of a scorer that evaluates text: countdown and
   puzzle24 through :func:`rewards.countdown.evaluate` (exact fractions, no ``sympy``); the answers
-  that reasoning-gym reads with ``eval`` (lists, grids) through :func:`rewards._literal.parse_literal`.
+  that reasoning-gym reads with ``eval`` (lists, grids) through :func:`rewards._literal.parse_literal`;
+  polynomial_multiplication's sum of monomials through :func:`polynomial`.
 - **refused** (:data:`REFUSED`): scorers that parse the answer with sympy (which evaluates it as
   Python) and have no parser of ours. A row of one raises an error naming the dataset and the
   reason, unless ``unsafe_scorer: true``, which runs reasoning-gym's scorer as it is, unguarded, and
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from contextlib import contextmanager
 from fractions import Fraction
@@ -98,8 +100,6 @@ REVIEWED: dict[str, tuple[str, str]] = {
 REFUSED: dict[str, str] = {
     "simple_integration": "its scorer parses the answer with sympy.parse_expr, which evaluates it as Python",
     "intermediate_integration": "its scorer parses the answer with sympy.parse_expr, which evaluates it as Python",
-    "polynomial_multiplication": "its scorer parses the answer with sympy.parse_expr, which evaluates it as "
-                                 "Python",
     "composite": "it dispatches to other datasets' scorers (countdown's evaluates the answer); mix datasets "
                  "with the task's `datasets:` instead",
 }
@@ -277,10 +277,79 @@ def _bitwise_arithmetic(answer: str, entry: dict, config: dict) -> float:
         return 0.0
 
 
+_POLY_TOKEN = re.compile(r"\s*(?:(\d+)|([a-z][a-z0-9_]*)|(\*\*|[*+-]))")
+MAX_POLYNOMIAL_CHARS = 5_000
+MAX_EXPONENT = 1_000
+
+
+def polynomial(text: str) -> dict[tuple[tuple[str, int], ...], int] | None:
+    """A sum of monomials with integer coefficients as ``{((var, power), ...): coefficient}``, like
+    terms combined and zero terms dropped; None for anything else (parentheses, ``/``, ``^``,
+    decimals, capitalised names, which sympy reads as constants). Nothing is evaluated.
+
+    >>> polynomial("3*x**2 - x*x + 2 - 2") == polynomial("2*x**2")
+    True
+    >>> polynomial("(x + 1)*x") is None
+    True
+    """
+    if len(text) > MAX_POLYNOMIAL_CHARS:
+        return None
+    tokens, pos = [], 0
+    while pos < len(text):
+        m = _POLY_TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            if text[pos:].strip() == "":
+                break
+            return None
+        tokens.append(m.group(1) or m.group(2) or m.group(3))
+        pos = m.end()
+    terms: dict[tuple[tuple[str, int], ...], int] = {}
+    i = 0
+    while i < len(tokens) or not terms:
+        sign = 1
+        while i < len(tokens) and tokens[i] in "+-":  # a run of signs: "- -3" is 3
+            sign, i = (-sign if tokens[i] == "-" else sign), i + 1
+        coefficient, powers = sign, {}
+        while True:  # factor ('*' factor)*
+            if i >= len(tokens):
+                return None
+            tok = tokens[i]
+            if tok.isdigit():
+                coefficient, i = coefficient * int(tok), i + 1
+            elif tok[0].isalpha():
+                power, i = 1, i + 1
+                if i < len(tokens) and tokens[i] == "**":
+                    if i + 1 >= len(tokens) or not tokens[i + 1].isdigit() or int(tokens[i + 1]) > MAX_EXPONENT:
+                        return None
+                    power, i = int(tokens[i + 1]), i + 2
+                powers[tok] = powers.get(tok, 0) + power
+            else:
+                return None
+            if i < len(tokens) and tokens[i] == "*":
+                i += 1
+                continue
+            break
+        key = tuple(sorted((v, p) for v, p in powers.items() if p))
+        terms[key] = terms.get(key, 0) + coefficient
+        if i < len(tokens) and tokens[i] not in "+-":
+            return None
+        if i >= len(tokens):
+            break
+    return {k: c for k, c in terms.items() if c}
+
+
+def _polynomial_multiplication(answer: str, entry: dict, config: dict) -> float:
+    """reasoning-gym's rule, 1.0 when the answer is the gold polynomial written out as a sum of
+    monomials (as sympy's structural equality after ``parse_expr``), else 0.0; by :func:`polynomial`.
+    One difference: parentheses are not read, so ``(gold)`` scores 0.0 here and 1.0 there."""
+    mine, gold = polynomial(answer), polynomial(entry["answer"])
+    return 1.0 if mine is not None and gold is not None and mine == gold else 0.0
+
+
 OURS: dict[str, Callable[[str, dict, dict], float]] = {
     "countdown": _countdown, "puzzle24": _puzzle24, "n_queens": _n_queens, "spiral_matrix": _spiral_matrix,
     "string_insertion": _string_insertion, "binary_matrix": _binary_matrix, "number_sorting": _number_sorting,
-    "bitwise_arithmetic": _bitwise_arithmetic,
+    "bitwise_arithmetic": _bitwise_arithmetic, "polynomial_multiplication": _polynomial_multiplication,
 }
 """Datasets scored by our parsers instead of reasoning-gym's ``eval``/``parse_expr``."""
 
