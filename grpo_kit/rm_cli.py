@@ -59,8 +59,8 @@ def run_rm_train(args: argparse.Namespace) -> int:
     if is_demo:
         from grpo_kit.rm.demo import prepare_demo
 
-        say("demo: the tiny demo model (built locally, a few seconds) learns to prefer the right sum "
-            "of a+b= over a wrong one, from 1,440 generated pairs; 360 held-out pairs test it")
+        say("demo: a tiny model (124k parameters, built locally) learns to prefer the right sum of a+b= "
+            "over a wrong one from 1,440 generated pairs; 360 held-out pairs test it")
         cfg = prepare_demo(cfg, run_dir)
     out = RMTrainer(cfg, run_dir, resume=args.resume).train()
     stats = json.loads((out / "reward_stats.json").read_text())
