@@ -342,3 +342,33 @@ def test_demo_trains_with_each_entry_without_nan(tmp_path, tiny_model, sets):
         assert any(r["policy/cov_selected_frac"] > 0 for r in trained)
     if sets[0].endswith("kl_cov"):
         assert all(r["policy/cov_selected_frac"] > 0 for r in trained)
+
+
+# --------------------------------------------------------------------------- fp16 (GPU only: plumbing here)
+
+
+def test_fp16_config_engine_dtype_follows_and_the_update_path_runs(tmp_path, tiny_model, monkeypatch):
+    """On a machine that says it has CUDA, ``precision: fp16`` loads and the vLLM engine's dtype
+    follows (float16). On this CPU the update then runs its fp16 path (``GradScaler("cuda")`` and
+    fp16 autocast, both disabled by torch without CUDA): the calls are exercised, not the numerics."""
+    import warnings
+
+    from grpo_kit.train import update
+    from grpo_kit.train.trainer import Trainer
+
+    path = str(small_config(tmp_path, tiny_model))
+    with monkeypatch.context() as m:
+        m.setattr(torch.cuda, "is_available", lambda: True)
+        cfg, _ = resolve_train_config(path, ["model.precision=fp16", "model.autocast=true", "train.steps=2"])
+        assert cfg.vllm.dtype == "float16"
+        with pytest.raises(ConfigError, match="the engine's dtype follows the trainer's"):
+            resolve_train_config(path, ["model.precision=fp16", "vllm.dtype=bfloat16"])
+    trainer = Trainer(cfg, tmp_path / "run")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch: CUDA not available, GradScaler/autocast disabled
+            rows = [trainer.train_step() for _ in range(2)]
+    finally:
+        trainer.close()
+    assert trainer.optimizer in update._SCALERS  # the loss scaler of this optimizer was made and kept
+    assert all(r.get("skipped") or math.isfinite(r["loss/total"]) for r in rows)

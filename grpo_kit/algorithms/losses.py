@@ -284,8 +284,8 @@ def gmpo_loss(
     clip_low: float = 0.4,
     clip_high: float = 0.4,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """GMPO, Geometric-Mean Policy Optimization (https://arxiv.org/abs/2507.20673, eq. 5 and
-    sec. 4): the geometric mean of the token ratios, clipped per token in log space. For sequence b
+    """GMPO, Geometric-Mean Policy Optimization (https://arxiv.org/abs/2507.20673; its
+    objective with token-level clipping): the geometric mean of the token ratios, clipped per token in log space. For sequence b
     with advantage ``A_b`` and ``l_t = logp_t - old_logp_t`` over its completion tokens::
 
         m_t = min(l_t, clip(l_t, -clip_low, clip_high))   if A_b > 0
@@ -337,7 +337,7 @@ def sapo_loss(
     tau_pos: float = 1.0,
     tau_neg: float = 1.05,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """SAPO, Soft Adaptive Policy Optimization (Qwen, https://arxiv.org/abs/2511.20347, sec. 3): a
+    """SAPO, Soft Adaptive Policy Optimization (Qwen, https://arxiv.org/abs/2511.20347): a
     temperature-controlled sigmoid gate in place of the hard clip. Per token, with
     ``r = exp(logp - old_logp)``::
 
@@ -370,7 +370,7 @@ def sapo_loss(
 
 def _covariance(logp: Tensor, advantages: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:
     """``(cov [B, T], valid [B, T] bool)``: ``(A - mean A) * (logp - mean logp)`` per token, each
-    centred over the valid tokens (Cui et al. 2025, arXiv 2505.22617, eq. 11's summand)."""
+    centred over the valid tokens (Cui et al. 2025, arXiv 2505.22617: the covariance of logp and A)."""
     valid = completion_mask.bool()
     lp = logp.detach().float()
     adv = advantages.detach().float()
@@ -431,7 +431,7 @@ def clip_cov_loss(
     selected: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Clip-Cov (Cui et al. 2025, "The Entropy Mechanism of RL for Reasoning LMs",
-    https://arxiv.org/abs/2505.22617, sec. 4, eq. 12): the clipped surrogate of :func:`policy_loss`
+    https://arxiv.org/abs/2505.22617, Clip-Cov): the clipped surrogate of :func:`policy_loss`
     whose gradient is detached on a few high-covariance tokens. With
     ``cov_t = (A_t - mean A) (logp_t - mean logp)`` (means over the batch's valid tokens)::
 
@@ -475,7 +475,7 @@ def kl_cov_loss(
     generator: torch.Generator | None = None,
     selected: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """KL-Cov (Cui et al. 2025, https://arxiv.org/abs/2505.22617, sec. 4, eq. 13): the unclipped
+    """KL-Cov (Cui et al. 2025, https://arxiv.org/abs/2505.22617, KL-Cov): the unclipped
     surrogate plus a KL penalty on the tokens of largest covariance. With ``r = exp(logp -
     old_logp)`` and ``cov_t`` as in :func:`clip_cov_loss`::
 
@@ -529,7 +529,7 @@ def policy_loss_settings(name: str) -> dict[str, object]:
 
 def top_entropy_mask(entropy: Tensor, completion_mask: Tensor, rho: float) -> Tensor:
     """The high-entropy "forking" tokens, bool ``[B, T]`` ("Beyond the 80/20 Rule", Wang et al.
-    2025, https://arxiv.org/abs/2506.01939, eq. 4): the valid tokens whose entropy is at least the
+    2025, https://arxiv.org/abs/2506.01939): the valid tokens whose entropy is at least the
     ``1 - rho`` quantile (``torch.quantile``, linear interpolation) of the valid tokens' entropies.
     Only these carry policy gradient under ``algorithm.top_entropy_quantile: rho`` (the paper keeps
     the top 20%: ``rho = 0.2``). No valid token: all false.

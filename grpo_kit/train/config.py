@@ -360,6 +360,21 @@ class TrainConfig(Strict):
             data = {**data, "algorithm": {"type": "grpo", **data["algorithm"]}}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_dtype_follows_precision(cls, data: Any) -> Any:
+        """Under ``model.precision: fp16`` the vLLM engine samples in float16 too (the point of fp16
+        RL, arXiv 2510.26788: the same numerics in training and inference); another explicit dtype
+        is an error."""
+        if not (isinstance(data, dict) and isinstance(data.get("model"), dict)
+                and data["model"].get("precision") == "fp16"):
+            return data
+        engine = dict(data.get("vllm") or {})
+        if engine.get("dtype", "auto") not in ("auto", "float16"):
+            raise ValueError(f"vllm.dtype {engine['dtype']} with model.precision: fp16; the engine's dtype "
+                             "follows the trainer's: set vllm.dtype: auto (or float16)")
+        return {**data, "vllm": {**engine, "dtype": "float16"}}
+
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         G, B = self.sampling.n, self.train.prompts_per_step

@@ -50,10 +50,12 @@ def load_policy(cfg: ModelConfig, local_rank: int = 0):
     Weights stay float32 unless ``dtype`` says otherwise (the optimizer keeps full-precision
     weights); on a GPU the forward passes run under bf16 autocast and gradient checkpointing is on,
     unless the config turns them off. With ``lora`` the model is a ``peft.PeftModel`` whose frozen
-    base is bf16 on a GPU (``dtype: auto``; float32 on a CPU) and whose adapter is float32."""
+    base is bf16 on a GPU (``dtype: auto``; float16 under ``precision: fp16``; float32 on a CPU) and
+    whose adapter is float32."""
     device = pick_device(cfg.device, local_rank)
-    frozen_base_bf16 = cfg.lora is not None and device.type == "cuda"
-    dtype = (torch.bfloat16 if frozen_base_bf16 else torch.float32) if cfg.dtype == "auto" else _DTYPES[cfg.dtype]
+    frozen_base_half = cfg.lora is not None and device.type == "cuda"
+    half = torch.float16 if cfg.precision == "fp16" else torch.bfloat16  # the autocast dtype
+    dtype = (half if frozen_base_half else torch.float32) if cfg.dtype == "auto" else _DTYPES[cfg.dtype]
 
     def causal_lm(path: str):
         from transformers import AutoModelForCausalLM  # seconds to import: after the hub check
