@@ -15,7 +15,8 @@ an audit of reasoning-gym 0.1.25's source (:mod:`rewards._rg_audit`):
 - **ours** (:data:`OURS`): our re-implementation of a scorer that evaluates text: countdown and
   puzzle24 through :func:`rewards.countdown.evaluate` (exact fractions, no ``sympy``); the answers
   that reasoning-gym reads with ``eval`` (lists, grids) through :func:`rewards._literal.parse_literal`;
-  polynomial_multiplication's sum of monomials through :func:`polynomial`.
+  polynomial_multiplication's and simple_integration's sums of monomials through :func:`polynomial`
+  (the latter differentiated exactly, :func:`derivative`).
 - **refused** (:data:`REFUSED`): scorers that parse the answer with sympy (which evaluates it as
   Python) and have no parser of ours. A row of one raises an error naming the dataset and the
   reason, unless ``unsafe_scorer: true``, which runs reasoning-gym's scorer as it is, unguarded, and
@@ -98,7 +99,6 @@ REVIEWED: dict[str, tuple[str, str]] = {
 """Allowed after reading the audit's findings: name -> (digest, why the findings are harmless)."""
 
 REFUSED: dict[str, str] = {
-    "simple_integration": "its scorer parses the answer with sympy.parse_expr, which evaluates it as Python",
     "intermediate_integration": "its scorer parses the answer with sympy.parse_expr, which evaluates it as Python",
     "composite": "it dispatches to other datasets' scorers (countdown's evaluates the answer); mix datasets "
                  "with the task's `datasets:` instead",
@@ -277,18 +277,23 @@ def _bitwise_arithmetic(answer: str, entry: dict, config: dict) -> float:
         return 0.0
 
 
-_POLY_TOKEN = re.compile(r"\s*(?:(\d+)|([a-z][a-z0-9_]*)|(\*\*|[*+-]))")
+_POLY_TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z][A-Za-z0-9_]*)|(\*\*|[*/+-]))")
+SYMPY_NAMES = frozenset({"E", "I", "S", "N", "O", "Q", "pi", "oo", "zoo", "nan"})
+"""Names sympy's ``parse_expr`` reads as constants or functions, not as symbols: not a variable here."""
 MAX_POLYNOMIAL_CHARS = 5_000
 MAX_EXPONENT = 1_000
+Polynomial = dict[tuple[tuple[str, int], ...], Fraction]
 
 
-def polynomial(text: str) -> dict[tuple[tuple[str, int], ...], int] | None:
-    """A sum of monomials with integer coefficients as ``{((var, power), ...): coefficient}``, like
-    terms combined and zero terms dropped; None for anything else (parentheses, ``/``, ``^``,
-    decimals, capitalised names, which sympy reads as constants). Nothing is evaluated.
+def polynomial(text: str) -> Polynomial | None:
+    """A sum of monomials with rational coefficients as ``{((var, power), ...): coefficient}``, like
+    terms combined and zero terms dropped; None for anything else (parentheses, ``^``, decimals, a
+    division by anything but an integer, sympy's constant names). Nothing is evaluated.
 
     >>> polynomial("3*x**2 - x*x + 2 - 2") == polynomial("2*x**2")
     True
+    >>> polynomial("-2*X**6/3 + 5/4")
+    {(('X', 6),): Fraction(-2, 3), (): Fraction(5, 4)}
     >>> polynomial("(x + 1)*x") is None
     True
     """
@@ -303,39 +308,77 @@ def polynomial(text: str) -> dict[tuple[tuple[str, int], ...], int] | None:
             return None
         tokens.append(m.group(1) or m.group(2) or m.group(3))
         pos = m.end()
-    terms: dict[tuple[tuple[str, int], ...], int] = {}
+    terms: Polynomial = {}
     i = 0
-    while i < len(tokens) or not terms:
+    while True:
         sign = 1
         while i < len(tokens) and tokens[i] in "+-":  # a run of signs: "- -3" is 3
             sign, i = (-sign if tokens[i] == "-" else sign), i + 1
-        coefficient, powers = sign, {}
-        while True:  # factor ('*' factor)*
-            if i >= len(tokens):
-                return None
-            tok = tokens[i]
-            if tok.isdigit():
-                coefficient, i = coefficient * int(tok), i + 1
-            elif tok[0].isalpha():
-                power, i = 1, i + 1
-                if i < len(tokens) and tokens[i] == "**":
-                    if i + 1 >= len(tokens) or not tokens[i + 1].isdigit() or int(tokens[i + 1]) > MAX_EXPONENT:
-                        return None
-                    power, i = int(tokens[i + 1]), i + 2
-                powers[tok] = powers.get(tok, 0) + power
-            else:
-                return None
-            if i < len(tokens) and tokens[i] == "*":
-                i += 1
-                continue
-            break
-        key = tuple(sorted((v, p) for v, p in powers.items() if p))
-        terms[key] = terms.get(key, 0) + coefficient
-        if i < len(tokens) and tokens[i] not in "+-":
+        term = _monomial(tokens, i, sign)
+        if term is None:
             return None
+        key, coefficient, i = term
+        terms[key] = terms.get(key, 0) + coefficient
         if i >= len(tokens):
             break
+        if tokens[i] not in "+-":
+            return None
     return {k: c for k, c in terms.items() if c}
+
+
+def _monomial(tokens: list[str], i: int, sign: int):
+    """``factor (('*' | '/') factor)*`` from ``tokens[i]``: ``(key, coefficient, next i)`` or None;
+    a factor is an integer or ``var`` [``** INT``]; only an integer may follow ``/``."""
+    coefficient, powers, divide = Fraction(sign), {}, False
+    while True:
+        if i >= len(tokens):
+            return None
+        tok = tokens[i]
+        if tok.isdigit():
+            if divide and int(tok) == 0:
+                return None
+            coefficient, i = (coefficient / int(tok) if divide else coefficient * int(tok)), i + 1
+        elif tok[0].isalpha() and not divide and tok not in SYMPY_NAMES:
+            power, i = 1, i + 1
+            if i < len(tokens) and tokens[i] == "**":
+                if i + 1 >= len(tokens) or not tokens[i + 1].isdigit() or int(tokens[i + 1]) > MAX_EXPONENT:
+                    return None
+                power, i = int(tokens[i + 1]), i + 2
+            powers[tok] = powers.get(tok, 0) + power
+        else:
+            return None
+        if i < len(tokens) and tokens[i] in ("*", "/"):
+            divide, i = tokens[i] == "/", i + 1
+            continue
+        return tuple(sorted((v, p) for v, p in powers.items() if p)), coefficient, i
+
+
+def derivative(poly: Polynomial, var: str) -> Polynomial:
+    """d/d``var`` of a :func:`polynomial`; other names are constants.
+
+    >>> derivative(polynomial("x**3/3 + C + y*x"), "x") == polynomial("x**2 + y")
+    True
+    """
+    out: Polynomial = {}
+    for key, c in poly.items():
+        powers = dict(key)
+        p = powers.get(var, 0)
+        if p == 0:
+            continue
+        powers[var] = p - 1
+        k = tuple(sorted((v, q) for v, q in powers.items() if q))
+        out[k] = out.get(k, 0) + c * p
+    return {k: c for k, c in out.items() if c}
+
+
+def _simple_integration(answer: str, entry: dict, config: dict) -> float:
+    """reasoning-gym's rule (1.0 when the answer's derivative is the integrand, ``+ C`` optional),
+    exactly, for an answer written as a sum of monomials (:func:`polynomial`), as every
+    simple_integration answer is; theirs also credits an unexpanded form, which scores 0.0 here."""
+    mine, integrand = polynomial(answer), polynomial(entry["metadata"]["integrand"])
+    if mine is None or integrand is None:
+        return 0.0
+    return 1.0 if derivative(mine, entry["metadata"]["variable"]) == integrand else 0.0
 
 
 def _polynomial_multiplication(answer: str, entry: dict, config: dict) -> float:
@@ -350,6 +393,7 @@ OURS: dict[str, Callable[[str, dict, dict], float]] = {
     "countdown": _countdown, "puzzle24": _puzzle24, "n_queens": _n_queens, "spiral_matrix": _spiral_matrix,
     "string_insertion": _string_insertion, "binary_matrix": _binary_matrix, "number_sorting": _number_sorting,
     "bitwise_arithmetic": _bitwise_arithmetic, "polynomial_multiplication": _polynomial_multiplication,
+    "simple_integration": _simple_integration,
 }
 """Datasets scored by our parsers instead of reasoning-gym's ``eval``/``parse_expr``."""
 
@@ -403,7 +447,7 @@ def _guard(name: str):
 def policy(name: str) -> str:
     """``"ours"``, ``"allowed"`` or ``"refused"`` for a dataset name (unknown or not audited: refused).
 
-    >>> policy("leg_counting"), policy("countdown"), policy("simple_integration")
+    >>> policy("leg_counting"), policy("countdown"), policy("intermediate_integration")
     ('allowed', 'ours', 'refused')
     """
     if name in OURS:

@@ -209,6 +209,11 @@ def _honest(name: str, e: dict) -> list[str]:
         terms = gold.replace(" - ", " + -").split(" + ")
         return [gold, " + ".join(reversed(terms)), gold + " + 1", gold.replace("*", "*2*", 1),
                 gold + " + 0*x", gold.replace("**", "*", 1)]
+    if name == "simple_integration":
+        core, var = gold.replace(" + C", ""), e["metadata"]["variable"]
+        terms = core.replace(" - ", " + -").split(" + ")
+        return [gold, core, " + ".join(reversed(terms)) + " + C", gold + " + " + var, core + " + 7",
+                gold.replace("*", "*2*", 1), gold.replace("/", "*", 1)]
     if name == "bitwise_arithmetic":
         v = int(gold, 0)
         return [gold, str(v), hex(v + 1), bin(v), "0xZZ"]
@@ -254,8 +259,8 @@ def test_json_round_trip_keeps_the_scores_of_allowed_datasets():
 def test_unsafe_scorer_runs_only_in_a_reward_worker():
     """Outside a worker (scoring.workers: 0, or a direct call) even the opt-in refuses; in a worker
     it runs (test_three_safe_datasets_score_end_to_end_...)."""
-    e = entries("simple_integration", 1)[0]
-    cols = {"rg_dataset": ["simple_integration"], "rg_entry": [rgr.encode_entry(e)]}
+    e = entries("intermediate_integration", 1)[0]
+    cols = {"rg_dataset": ["intermediate_integration"], "rg_entry": [rgr.encode_entry(e)]}
     with pytest.raises(rgr.RefusedScorer, match="only in a reward worker process"):
         rgr.reasoning_gym([answer_of(e["answer"])], **cols, unsafe_scorer=True)
 
@@ -281,7 +286,7 @@ def test_a_weighted_mix_gives_each_dataset_its_share():
 
 @pytest.mark.parametrize("args, message", [
     # a refused scorer: named, with the reason and the opt-in
-    ({"dataset": "simple_integration"}, r"args.dataset: reasoning-gym dataset 'simple_integration' is refused: "
+    ({"dataset": "intermediate_integration"}, r"args.dataset: reasoning-gym dataset 'intermediate_integration' is refused: "
                                         r"its scorer parses the answer with sympy.parse_expr.*unsafe_scorer: true"),
     # a misspelt name: suggestions
     ({"dataset": "leg_countin"}, r"unknown reasoning-gym dataset 'leg_countin'; did you mean leg_counting"),
@@ -300,28 +305,28 @@ def test_bad_task_args_fail_at_load_naming_the_field(args, message):
 
 def test_unsafe_scorer_in_the_task_allows_a_refused_dataset_and_reaches_its_reward():
     task = get_task(TaskConfig(name="reasoning_gym",
-                               args={"dataset": "simple_integration", "size": 2, "unsafe_scorer": True}))
-    assert task.default_rewards[0].args == {"dataset": "simple_integration", "unsafe_scorer": True}
+                               args={"dataset": "intermediate_integration", "size": 2, "unsafe_scorer": True}))
+    assert task.default_rewards[0].args == {"dataset": "intermediate_integration", "unsafe_scorer": True}
 
 
 # --------------------------------------------------------------------------- end to end: score
 def test_three_safe_datasets_score_end_to_end_through_grpo_kit_score(tmp_path):
     """leg_counting and chain_sum (reasoning-gym's own scorers, guarded) and countdown (our parser):
     rows as the task writes them, an honest right and an honest wrong answer each. Beside them,
-    rows of simple_integration (refused): the plain reward records the refusal as an error,
+    rows of intermediate_integration (refused): the plain reward records the refusal as an error,
     the `unsafe_scorer: true` one runs its scorer in the worker (the switch acting)."""
     from grpo_kit.cli import main
 
     task = get_task(TaskConfig(name="reasoning_gym", args={
         "size": 8, "unsafe_scorer": True, "datasets": [{"name": "leg_counting"}, {"name": "chain_sum"},
-                                                       {"name": "countdown"}, {"name": "simple_integration"}]}))
+                                                       {"name": "countdown"}, {"name": "intermediate_integration"}]}))
     rows = []
     for r in task.load("train"):
         right = r["answer"]
         name = r["rg_dataset"]
         if name == "countdown":
             wrong = _swap_op(right)
-        elif name == "simple_integration":  # + x: the derivative is off by one
+        elif name == "intermediate_integration":  # + x: the derivative is off by one
             wrong = right + " + " + json.loads(r["rg_entry"])["metadata"]["variable"]
         else:
             wrong = str(int(right) + 1)
@@ -337,13 +342,13 @@ def test_three_safe_datasets_score_end_to_end_through_grpo_kit_score(tmp_path):
                  "--no-progress"]) == 0
     scored = [json.loads(line) for line in out.read_text().splitlines()]
     assert Counter(s["rg_dataset"] for s in scored) == {"leg_counting": 4, "chain_sum": 4, "countdown": 4,
-                                                        "simple_integration": 4}
+                                                        "intermediate_integration": 4}
     for s in scored:
         expected = 1.0 if s["honest_right"] else (0.05 if s["rg_dataset"] == "countdown" else 0.0)
         assert s["rewards"]["unsafe"] == expected, s
-        if s["rg_dataset"] == "simple_integration":
+        if s["rg_dataset"] == "intermediate_integration":
             assert s["rewards"]["reasoning_gym"] is None
-            assert "'simple_integration' is refused" in s["reward_errors"]["reasoning_gym"]
+            assert "'intermediate_integration' is refused" in s["reward_errors"]["reasoning_gym"]
         else:
             assert s["rewards"]["reasoning_gym"] == expected and "reward_errors" not in s, s
 
