@@ -372,3 +372,25 @@ def test_fp16_config_engine_dtype_follows_and_the_update_path_runs(tmp_path, tin
         trainer.close()
     assert trainer.optimizer in update._SCALERS  # the loss scaler of this optimizer was made and kept
     assert all(r.get("skipped") or math.isfinite(r["loss/total"]) for r in rows)
+
+
+# --------------------------------------------------------------------------- per-reward normalisation
+
+
+def test_per_reward_group_advantages_by_hand():
+    from grpo_kit.algorithms.advantages import group_advantages, per_reward_group_advantages
+
+    # correctness [1, 0, 1, 0] -> +-sqrt(3)/2 (std 0.577); length [0, 10, 20, 30] -> (x - 15) / 12.91;
+    # weights 1 and 0.5; a NaN length (does not apply) is left out of length's statistics and adds 0
+    r = torch.tensor([[[1.0, 0.0], [0.0, 10.0], [1.0, 20.0], [0.0, 30.0]],
+                      [[1.0, 5.0], [0.0, float("nan")], [0.0, 5.0], [0.0, 7.0]]], dtype=torch.float64)
+    got = per_reward_group_advantages(r, torch.tensor([1.0, 0.5]))
+    c, s_len = math.sqrt(3) / 2, math.sqrt(500 / 3)
+    want0 = [c + 0.5 * (-15 / s_len), -c + 0.5 * (-5 / s_len), c + 0.5 * (5 / s_len), -c + 0.5 * (15 / s_len)]
+    a1 = [1.5, -0.5, -0.5, -0.5]  # correctness of group 1: mean 0.25, std 0.5
+    l1 = [(x - 17 / 3) / math.sqrt(4 / 3) for x in (5, 0, 5, 7)]  # lengths 5, -, 5, 7: mean 17/3, std sqrt(4/3)
+    want1 = [a1[i] + (0.5 * l1[i] if i != 1 else 0.0) for i in range(4)]
+    assert torch.allclose(got, torch.tensor([want0, want1], dtype=torch.float64), atol=1e-5)
+    # on and off: the combined reward's order follows the length alone in group 0
+    assert group_advantages(r[0:1].sum(-1)).argsort().tolist() == [[0, 1, 2, 3]]
+    assert got[0].argsort().tolist() == [1, 3, 0, 2]  # the correct answers (0, 2) now rank on top

@@ -107,6 +107,42 @@ def group_advantages(
     return adv
 
 
+def per_reward_group_advantages(
+    rewards: Tensor, weights: Tensor, *, baseline: str = "mean", std_scale: str = "group", eps: float = 1e-6
+) -> Tensor:
+    """Multi-reward advantages normalised per reward before the weighted sum (GDPO-style; TRL's
+    multi-objective "normalize then sum"), so one high-variance reward cannot drown the others.
+
+    With K rewards ``r_k`` and weights ``w_k``::
+
+        A_i = sum_k w_k * group_advantages(r_k)_i       e.g. sum_k w_k (r_ik - mean_G r_k) / (std_G r_k + eps)
+
+    where the combined-reward form is ``group_advantages(sum_k w_k r_k)``. A NaN score (the reward
+    does not apply) is left out of that reward's statistics and contributes 0; a reward constant
+    within a group contributes 0 there.
+
+    Args:
+        rewards: ``[B, G, K]``: K rewards per completion, NaN where one does not apply.
+        weights: ``[K]``.
+    Returns:
+        ``[B, G]`` advantages.
+
+    >>> r = torch.tensor([[[1.0, 0.0], [0.0, 10.0], [1.0, 20.0], [0.0, 30.0]]])  # correctness, length
+    >>> per_reward_group_advantages(r, torch.tensor([1.0, 1.0]))  # +-0.866 (correct) + length's share
+    tensor([[-0.2959, -1.2533,  1.2533,  0.2959]])
+    >>> group_advantages(r.sum(-1))  # combined: the length (std 12.9) decides the order alone
+    tensor([[-1.1451, -0.4344,  0.4344,  1.1451]])
+    """
+    if rewards.dim() != 3:
+        raise ValueError(f"rewards must be [B, G, K], got shape {tuple(rewards.shape)}")
+    w = _float(torch.as_tensor(weights)).to(rewards.device)  # [K]
+    if w.shape != rewards.shape[-1:]:
+        raise ValueError(f"{tuple(w.shape)} weights for {rewards.shape[-1]} rewards")
+    per = [group_advantages(rewards[..., k], baseline=baseline, std_scale=std_scale, eps=eps)
+           for k in range(rewards.shape[-1])]  # K x [B, G]
+    return (torch.stack(per, -1) * w).sum(-1)  # [B, G]
+
+
 # --------------------------------------------------------------------------- GAE (PPO)
 
 
@@ -324,6 +360,7 @@ __all__ = [
     "gae",
     "get_advantage_estimator",
     "group_advantages",
+    "per_reward_group_advantages",
     "rewards_at_last_token",
     "whiten",
 ]
