@@ -63,11 +63,15 @@ def die(completions, **_):
 '''
 
 
-def start_server(args: list[str], env: dict | None = None, limit_s: float = 60.0):
-    """`grpo-kit serve-reward ARGS --port 0` in a subprocess; returns (process, base URL) once it serves."""
-    proc = subprocess.Popen([sys.executable, "-m", "grpo_kit", "serve-reward", *args, "--port", "0"],
+def launch(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    """`grpo-kit serve-reward ARGS --port 0` in a subprocess, not waited for (see :func:`url_of`)."""
+    return subprocess.Popen([sys.executable, "-m", "grpo_kit", "serve-reward", *args, "--port", "0"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
+
+
+def url_of(proc: subprocess.Popen, limit_s: float = 60.0) -> str:
+    """The base URL a launched server prints once it serves (at most ``limit_s`` seconds)."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
@@ -77,7 +81,7 @@ def start_server(args: list[str], env: dict | None = None, limit_s: float = 60.0
         if not line:
             raise RuntimeError(f"serve-reward exited ({proc.wait(timeout=10)}): {proc.stderr.read()[-2000:]}")
         if " on http://" in line:
-            return proc, line.split(" on ")[1].split()[0]
+            return line.split(" on ")[1].split()[0]
     proc.kill()
     raise RuntimeError(f"serve-reward did not start within {limit_s:g} s")
 
@@ -108,14 +112,22 @@ def served_rewards(reward_file: Path) -> list[RewardConfig]:
 @pytest.fixture(scope="module")
 def server_proc(reward_file, tmp_path_factory):
     """The server of most tests: math_accuracy + think_format x0.5 + the two fixture rewards, one
-    worker, a 1 s per-item timeout, a queue of 2, at most 64 completions a request, a token."""
+    worker, a 1 s per-item timeout, a queue of 2, at most 64 completions a request, a token. The two
+    servers that test_server_killed_mid_run kills are launched once it serves, to start meanwhile."""
     cfg = tmp_path_factory.mktemp("cfg") / "serve.yaml"
     cfg.write_text(json.dumps({"rewards": [r.model_dump(exclude_none=True) for r in served_rewards(reward_file)],
                                "scoring": {"workers": 1, "timeout": 1.0},
                                "server": {"max_queue": 2, "max_batch": 64, "token_env": TOKEN_ENV}}))
-    proc, url = start_server(["--config", str(cfg)], env={TOKEN_ENV: TOKEN})
+    proc = launch(["--config", str(cfg)], env={TOKEN_ENV: TOKEN})
+    url = url_of(proc)
+    VICTIMS[:] = [launch(["--reward", "math_accuracy", "--reward", f"{reward_file}:die", "--workers", "1"])
+                  for _ in range(2)]
     yield proc, url
-    stop(proc)
+    for p in [proc, *VICTIMS]:
+        stop(p)
+
+
+VICTIMS: list[subprocess.Popen] = []
 
 
 @pytest.fixture(scope="module")
@@ -248,15 +260,14 @@ def test_overload_is_refused_at_once_with_503_and_retry_after(server):
 
 
 # --------------------------------------------------------------------------- a server that dies or hangs
-def test_server_killed_mid_run(reward_file, tmp_path, capsys):
+def test_server_killed_mid_run(server_proc, tmp_path, capsys):
     """`grpo-kit score` through http_reward; the 5th row kills the server: the first chunk is scored,
     the rest recorded as errors and excluded (the run goes on); under `fail` it stops after chunk 1."""
     data = tmp_path / "in.jsonl"
     lines = [{"prompt": f"p{i // 4}", "completion": "KILL" if i == 4 else f"<answer>{i}</answer>", "answer": str(i)}
              for i in range(12)]
     data.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    args = ["--reward", "math_accuracy", "--reward", f"{reward_file}:die", "--workers", "1"]
-    servers = [start_server(args), start_server(args)]  # one per run: each dies
+    servers = [(p, url_of(p)) for p in VICTIMS]  # launched with the module's server; each run kills one
     for (proc, url), (on_error, code) in zip(servers, (("exclude", 0), ("fail", 2))):
         cfg = tmp_path / f"{on_error}.yaml"
         cfg.write_text(json.dumps({"rewards": [{"name": "http_reward", "args": {
