@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from contextlib import contextmanager
 from functools import lru_cache
@@ -185,7 +186,8 @@ def _audit_hook(event: str, args: tuple) -> None:
     if event in ("exec", "compile"):
         code = args[0]
         origin = code.co_filename if hasattr(code, "co_filename") else (args[1] if len(args) > 1 else "<?>")
-        if isinstance(origin, (bytes, str)) and str(origin).startswith("<"):
+        origin = os.fsdecode(origin) if isinstance(origin, (bytes, str)) else "<?>"
+        if origin.startswith("<") or not os.path.isfile(origin):  # imports run code from real files
             bad = f"{event} of code from a string"
     elif event in _BLOCKED_EVENTS:
         bad = event

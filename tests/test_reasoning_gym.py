@@ -155,6 +155,10 @@ def test_the_guard_blocks_what_an_unaudited_scorer_tries(tmp_path):
         with rgr._guard("n_queens"):
             ds.score_answer(f"__import__('os').system('touch {target}')", entry)
     assert not target.exists()
+    with pytest.raises(PermissionError, match="compile of code from a string"):  # a made-up file name
+        with rgr._guard("n_queens"):
+            exec(compile(f"open({str(target)!r}, 'w')", "/nowhere/real.py", "exec"))
+    assert not target.exists()
     with rgr._guard("n_queens"):  # off again afterwards for the honest path
         assert ds.score_answer(entry["answer"], entry) == 1.0
 
