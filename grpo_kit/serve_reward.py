@@ -218,7 +218,8 @@ def serve(cfg: ServeConfig, *, log_level: str = "warning") -> None:
         raise ConfigError("serve-reward needs FastAPI and uvicorn: pip install grpo-kit[serve]") from None
 
     with Scorer(cfg.rewards, cfg.scoring) as scorer:
-        sock = socket.create_server((cfg.server.host, cfg.server.port))
+        family = socket.AF_INET6 if ":" in cfg.server.host else socket.AF_INET
+        sock = socket.create_server((cfg.server.host, cfg.server.port), family=family)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         keys = ", ".join(f"{k} (x{w:g})" for k, w in scorer.weights.items())

@@ -115,9 +115,10 @@ async def post_json(client, url: str, payload: dict, *, headers: dict[str, str],
     last = ""
     for attempt in range(retries + 1):
         wait = min(max_backoff, backoff * 2 ** attempt)
-        try:
-            response = await client.post(url, json=payload, headers=headers, timeout=timeout)
-        except httpx.TimeoutException as e:
+        try:  # wait_for: a whole-request deadline (httpx's timeout is per connect, read or write)
+            response = await asyncio.wait_for(client.post(url, json=payload, headers=headers, timeout=timeout),
+                                              timeout)
+        except (httpx.TimeoutException, asyncio.TimeoutError) as e:
             last = f"no answer within {timeout:g} s ({type(e).__name__})"
         except httpx.TransportError as e:
             last = f"could not reach {url}: {type(e).__name__}: {e}"
@@ -153,8 +154,9 @@ def run_bounded(jobs: list[Callable[[Any], Awaitable[Any]]], concurrency: int, t
             tasks = [asyncio.ensure_future(one(job)) for job in jobs]
             try:
                 return await asyncio.gather(*tasks)
-            finally:
+            finally:  # after a failure: stop the rest, and let them end before the client closes
                 for t in tasks:
                     t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     return main()
