@@ -318,7 +318,7 @@ def score_answer(name: str, answer: str | None, entry: dict, config: dict | None
 
 @reward("reasoning_gym")
 def reasoning_gym(completions: list, rg_dataset: list, rg_entry: list, rg_config: list | None = None, *,
-                  dataset: str | None = None, unsafe_scorer: bool = False, **_) -> list[float | None]:
+                  dataset: str | None = None, unsafe_scorer: bool = False) -> list[float | None]:
     """reasoning-gym's verifier of each row's dataset, under the policy of the module docstring.
 
     ``dataset``: score only the rows of this dataset (None for the others), so that one labelled
