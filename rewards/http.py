@@ -85,7 +85,7 @@ async def http_reward(
     The batch goes out in requests of about ``batch_size`` completions (cut between prompt groups),
     at most ``concurrency`` in flight, each with every column. ``key``: which reward's scores to
     return; None (the default) takes the server's combined ``reward``. Each request has ``timeout``
-    seconds; a connection error, a timeout, a 429/502/503/504 (overload, honouring ``Retry-After``) is
+    seconds; a connection error, a timeout, a 408/429/502/503/504 (overload, honouring ``Retry-After``) is
     retried ``retries`` times after ``backoff``, 2 x ``backoff``, ... seconds; another 4xx fails at
     once with the server's reason. ``token_env``: an environment variable holding a token, sent as
     ``Authorization: Bearer``. A server that cannot be reached or answers wrongly makes the call raise
