@@ -48,7 +48,12 @@ def run_rm_train(args: argparse.Namespace) -> int:
     from grpo_kit.rm.train import RMTrainer
     from grpo_kit.train_cli import quiet_hf
 
+    from grpo_kit import dist
+
     quiet_hf()
+    if dist.launched():
+        raise ConfigError("rm train runs in one process: it does not run under torchrun yet (every rank "
+                          "would train its own copy into one folder); run it without torchrun")
     cfg, is_demo = resolve_rm_config(args.config, args.set)
     if args.resume and not args.output_dir:
         raise ConfigError("--resume needs --output-dir: the run folder to continue")
