@@ -2,6 +2,8 @@
 through every dataset, our parsers against reasoning-gym's own scores, the unsafe_scorer switch, the
 task's mix and errors, `grpo-kit score` end to end and two training steps on the stand-in model."""
 
+import copy
+import functools
 import json
 import os
 import re
@@ -28,9 +30,15 @@ def answer_of(text: str) -> str:
     return f"<think>working</think><answer>{text}</answer>"
 
 
-def entries(name: str, n: int, seed: int = 0, **config) -> list[dict]:
-    ds = reasoning_gym.create_dataset(name, size=n, seed=seed, **config)
-    return [ds[i] for i in range(n)]
+@functools.lru_cache(maxsize=None)
+def _dataset(name: str, n: int, seed: int):
+    return reasoning_gym.create_dataset(name, size=n, seed=seed)
+
+
+def entries(name: str, n: int, seed: int = 0) -> list[dict]:
+    """Generated once per test session (some datasets take a second to build): copies."""
+    ds = _dataset(name, n, seed)
+    return [copy.deepcopy(ds[i]) for i in range(n)]
 
 
 # ------------------------------------------------------------------------------------------ audit
@@ -230,7 +238,6 @@ def test_our_scorers_agree_with_reasoning_gym_on_honest_answers():
     puzzle's own numbers, a value of exactly 24): wrong answers there may only score lower."""
     compared = Counter()
     for name in sorted(rgr.OURS):
-        ds = reasoning_gym.create_dataset(name, size=6, seed=0)
         for seed in (0, 1):
             ds = reasoning_gym.create_dataset(name, size=6, seed=seed)
             for i in range(6):
@@ -251,8 +258,8 @@ def test_json_round_trip_keeps_the_scores_of_allowed_datasets():
     """The entry travels as JSON (rg_entry); arc's boards are tuples, which plain JSON would turn into
     lists (and every gold answer into 0.05)."""
     for name in ("arc_agi",):  # rearc's scorer is the same code
-        e = entries(name, 1, seed=2)[0]
-        ds = reasoning_gym.create_dataset(name, size=1, seed=2)
+        e = entries(name, 1)[0]
+        ds = _dataset(name, 1, 0)
         if e["answer"] is None:
             continue
         assert rgr.score_answer(name, e["answer"], rgr.decode_entry(rgr.encode_entry(e))) == \
