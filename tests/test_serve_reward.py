@@ -177,6 +177,26 @@ def test_round_trip_equals_direct_scoring(server, reward_file, token):
     assert all(e is None for errs in via.reward_errors.values() for e in errs)
 
 
+def test_a_training_batch_round_trips(server, reward_file, token):
+    """The record training scores: chat prompts and completions, completion_ids, group columns."""
+    from grpo_kit.records import RolloutBatch
+
+    def batch():
+        prompts = [[{"role": "user", "content": "2+2?"}], [{"role": "user", "content": "3+3?"}]]
+        rb = RolloutBatch.from_groups(prompts=[None, None], prompt_ids=[[1], [2]],
+                                      completions=[["<think>a</think><answer>4</answer>", "5"],
+                                                   ["<answer>6</answer>", "BOOM"]],
+                                      completion_ids=[[[1, 2], [3]], [[4], [5, 6]]])
+        return rb.with_prompts(prompts, {"answer": ["4", "6"]})
+
+    cfg = ScoringConfig(workers=1, timeout=2)
+    with Scorer(served_rewards(reward_file), cfg) as direct, \
+            Scorer([remote(server, on_item_error="server")], cfg) as via:
+        want, got = direct.score_batch(batch()), via.score_batch(batch())
+    assert got.completions[0] == [{"role": "assistant", "content": "<think>a</think><answer>4</answer>"}]
+    assert got.rewards["remote"] == want.reward == [1.5, 0.0, 1.0, None]
+
+
 def test_a_failure_on_the_server_fails_the_call_unless_on_item_error_server(server, token):
     batch = ["<answer>1</answer>", "BOOM", "<answer>2</answer>"]
     with pytest.raises(RemoteError, match=r"1 of 3 completions failed on the server, e.g. completion 1: "
