@@ -20,7 +20,7 @@ import pytest
 from grpo_kit.config import RewardConfig, ScoringConfig
 from grpo_kit.scoring import Scorer
 from rewards.judge import DEFAULT_TEMPLATE, MalformedJudgement, llm_judge, parse_judgement
-from tests.http_stub import Stub
+from tests.http_stub import Stub, die_with_parent
 
 STRICT = "[a-z ]{0,8}\nSCORE: (10|[0-9])"  # the strict format, forced on the random model
 OUT_OF_RANGE = "[a-z]{0,4}\nSCORE: 1[1-9]"  # the format, but above max_score
@@ -171,7 +171,7 @@ class VLLMServe:
              "--served-model-name", "judge", "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
              "--dtype", "float32", "--max-model-len", "1024", "--max-num-seqs", "8",
              "--kv-cache-memory-bytes", str(32 << 20), "--distributed-executor-backend", "uni"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         self.base = f"http://127.0.0.1:{port}"
         self.deadline = time.monotonic() + 180
 

@@ -30,7 +30,7 @@ from grpo_kit.scoring import RewardFailure, Scorer
 from rewards._http import RemoteError
 from rewards.http import http_reward
 from tests.conftest import ROOT
-from tests.http_stub import Stub
+from tests.http_stub import Stub, die_with_parent
 
 TOKEN_ENV, TOKEN = "GRPO_KIT_TEST_TOKEN", "s3cret"
 
@@ -67,7 +67,7 @@ def launch(args: list[str], env: dict | None = None) -> subprocess.Popen:
     """`grpo-kit serve-reward ARGS --port 0` in a subprocess, not waited for (see :func:`url_of`)."""
     return subprocess.Popen([sys.executable, "-m", "grpo_kit", "serve-reward", *args, "--port", "0"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, preexec_fn=die_with_parent)
 
 
 def url_of(proc: subprocess.Popen, limit_s: float = 60.0) -> str:
