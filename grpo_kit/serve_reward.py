@@ -81,6 +81,8 @@ def parse_request(body: bytes, max_batch: int) -> tuple[list, dict[str, list], l
 
     >>> parse_request(b'{"completions": ["4", "5"], "answer": ["4", "4"]}', 10)
     (['4', '5'], {'answer': ['4', '4']}, None)
+    >>> parse_request(b'{"completions": ["4"], "prompts": ["2+2?"]}', 10)  # TRL's name for the prompt
+    (['4'], {'prompt': ['2+2?']}, ['2+2?'])
     >>> parse_request(b'{"completions": ["4"], "answer": "4"}', 10)
     Traceback (most recent call last):
     ...
@@ -119,6 +121,8 @@ def parse_request(body: bytes, max_batch: int) -> tuple[list, dict[str, list], l
                                f"got {type(v).__name__}")
         if len(v) != n:
             raise RequestError(422, f"column {k!r} has {len(v)} values for {n} completions")
+    if "prompts" in data and "prompt" not in data:  # TRL's name: the record's column is `prompt`
+        data["prompt"] = data.pop("prompts")
     if group_ids is None and "prompt" in data:  # as grpo-kit score groups rows
         group_ids = [p if isinstance(p, str) else json.dumps(p, sort_keys=True) for p in data["prompt"]]
     return completions, data, group_ids
