@@ -60,7 +60,7 @@ def _die_with_parent() -> None:
 def _worker_main(conn: Connection) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    cache: dict[RewardRef, Any] = {}
+    cache: dict[bytes, Any] = {}  # pickled RewardRef -> the bound reward
     conn.send("ready")  # the pool starts a task's clock only once its worker is up
     while True:
         try:
@@ -75,9 +75,10 @@ def _worker_main(conn: Connection) -> None:
 
 def _run_task(cache: dict, task_id: int, ref: RewardRef, completions: list, columns: dict) -> tuple:
     try:
-        fn = cache.get(ref)
+        key = pickle.dumps(ref)  # settings may hold lists or dicts: not hashable, but picklable
+        fn = cache.get(key)
         if fn is None:
-            fn = cache[ref] = bind_reward(ref[0], dict(ref[1]))
+            fn = cache[key] = bind_reward(ref[0], dict(ref[1]))
         reply = (task_id, "ok", call_reward(fn, completions, columns))
     except Exception as e:  # a reward's failure is data, reported to the caller
         tb = traceback.extract_tb(e.__traceback__)

@@ -55,6 +55,12 @@ def with_setting(completions, *, bonus=0.0, **columns):
     return [1.0 + bonus for _ in completions]
 
 
+def with_list_setting(completions, *, words=("a",), weights=None, **columns):
+    """A setting that is a list (and one that is a dict): how many of ``words`` each completion holds."""
+    w = weights or {}
+    return [float(sum(w.get(x, 1.0) for x in words if x in c)) for c in completions]
+
+
 def length_penalty_that_hangs(completions, **columns):
     """A penalty reward (-0.1 per character) that hangs on a completion containing SLEEP: a
     timeout must not turn into 'no penalty'."""

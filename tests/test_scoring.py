@@ -102,6 +102,14 @@ def test_settings_are_bound_and_checked():
         bind_reward(fixture("answer_match"), {"answer": "4"})  # a data column is not a setting
 
 
+def test_list_and_dict_settings_run_in_workers():
+    """A setting's value may be a list or a dict (not hashable): the worker still binds and caches it."""
+    cfg = RewardConfig(name=fixture("with_list_setting"), args={"words": ["x", "y"], "weights": {"y": 2.0}})
+    with scorer(cfg) as s:
+        assert s.score(["x", "xy", "z"]).rewards[fixture("with_list_setting")] == [1.0, 3.0, 0.0]
+        assert s.score(["y"]).rewards[fixture("with_list_setting")] == [2.0]  # the cached binding
+
+
 def test_unknown_reward_lists_known_ones():
     with pytest.raises(ConfigError, match="unknown reward 'acurracy'; known rewards: .*math_accuracy"):
         get_reward("acurracy")
