@@ -42,7 +42,7 @@ DATASET_ONLY = ("dataset_config", "train_split", "test_split", "question_column"
 class TaskConfig(Strict):
     """A training task: a built-in one by ``name`` or a dataset described here."""
 
-    name: str | None = Field(None, description="a built-in task (gsm8k, math, countdown, arithmetic); "
+    name: str | None = Field(None, description="a built-in task (gsm8k, math, countdown, arithmetic, reasoning_gym); "
                              "leave unset to define a task with `dataset`")
     args: dict[str, Any] = Field(default_factory=dict, description="settings of the built-in task "
                                  "(e.g. arithmetic: max_operand, ops; countdown: n_train, seed)")
