@@ -228,7 +228,7 @@ def test_clip_cov_detaches_only_the_selected_tokens_and_the_draw_follows_the_gen
         x = logp.clone().requires_grad_()
         loss, _ = POLICY_LOSSES[name](x, old, adv, m, **kw)
         loss.backward()
-        grads[name] = (float(loss), x.grad)
+        grads[name] = (float(loss.detach()), x.grad)
     assert grads["clip_cov"][0] == pytest.approx(grads["ppo_clip"][0], abs=1e-12)  # same value
     assert (grads["clip_cov"][1][a] == 0).all() and (grads["ppo_clip"][1][a] != 0).any()
     assert torch.equal(grads["clip_cov"][1][~a], grads["ppo_clip"][1][~a])
