@@ -85,12 +85,21 @@ def test_pair_stats_by_hand():
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """The built-in demo, run once for the module: ``grpo-kit rm train --output-dir DIR``."""
+    import contextlib
+    import io
+
     run = tmp_path_factory.mktemp("rm_demo")
-    assert main(["rm", "train", "--output-dir", str(run)]) == 0
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["rm", "train", "--output-dir", str(run)]) == 0
+    (run / "stderr.txt").write_text(err.getvalue())
     return run
 
 
-def test_demo_learns(demo_run, capsys):
+def test_demo_learns(demo_run):
+    said = (demo_run / "stderr.txt").read_text()  # what it did and where the model is
+    assert "learns to prefer the right sum" in said and "360 held-out pairs" in said
+    assert f"reward model {demo_run / 'model'} (an AutoModelForSequenceClassification" in said
     stats = json.loads((demo_run / "model" / "reward_stats.json").read_text())
     assert stats["accuracy"] >= 0.9 and stats["measured_on"] == "data.test" and stats["pairs"] == 360
     evals = [r for r in map(json.loads, (demo_run / "metrics.jsonl").read_text().splitlines()) if "eval/accuracy" in r]
