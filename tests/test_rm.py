@@ -140,7 +140,7 @@ def small(tmp_path_factory):
 
 def small_config(small, **over) -> RMConfig:
     data = {"model": {"path": small["model"]}, "data": {"train": small["train"], "test": small["test"]},
-            "optim": {"lr": 3e-3}, "train": {"steps": 6, "batch_size": 16, "eval_every": 3, "torch_threads": 2}}
+            "optim": {"lr": 3e-3}, "train": {"steps": 6, "batch_size": 16, "eval_every": 3, "torch_threads": 1}}
     for key, value in over.items():
         block, _, name = key.partition("__")
         data.setdefault(block, {})[name] = value
