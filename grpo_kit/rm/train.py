@@ -215,7 +215,7 @@ class RMTrainer:
     # ------------------------------------------------------------------ the loop
     def train(self) -> Path:
         t = self.cfg.train
-        start = time.perf_counter()
+        start, first = time.perf_counter(), self.step
         while self.step < self.steps:
             metrics = self.train_step()
             if (t.eval_every and self.step % t.eval_every == 0) or self.step == self.steps:
@@ -226,7 +226,8 @@ class RMTrainer:
         self.save()
         self.logger.close()
         out = self.export()
-        self._say(f"{self.steps} steps in {time.perf_counter() - start:.1f} s")
+        self._say(f"steps {first + 1}-{self.steps} in {time.perf_counter() - start:.1f} s" if first < self.steps
+                  else f"all {self.steps} steps were done already")
         return out
 
     def _eval_metrics(self) -> dict[str, Any]:
