@@ -322,3 +322,22 @@ def test_rm_eval_needs_something_to_evaluate(tmp_path, capsys):
     data = write_jsonl(tmp_path / "d.jsonl", [{"chosen": "a", "rejected": "b"}])
     assert main(["rm", "eval", "--data", str(data)]) == 2
     assert "give a MODEL and/or --reward NAME" in capsys.readouterr().err
+
+
+def test_pairs_from_parquet_and_a_datasets_folder(tmp_path):
+    # the same pairs from JSONL, Parquet and a save_to_disk folder (its "test" split)
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = demo_pairs(0)[1][:10]
+    rows[0]["margin"] = 1.5
+    for r in rows[1:]:
+        r["margin"] = None
+    jsonl = read_pairs(write_jsonl(tmp_path / "p.jsonl", rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "ds"))
+    for other in (read_pairs(tmp_path / "p.parquet"), read_pairs(tmp_path / "ds", split="test")):
+        assert [(p.prompt, p.chosen, p.rejected, p.margin, p.category) for p in other] == \
+               [(p.prompt, p.chosen, p.rejected, p.margin, p.category) for p in jsonl]
+    assert jsonl[0].margin == 1.5 and jsonl[1].margin == 0.0
