@@ -63,6 +63,19 @@ CASES: dict[str, list[tuple[dict, dict]]] = {
     "http_reward": [({"answer": ["42"], "prompt": ["what is 2 + 2 ?"]}, {"retries": 0})],
     "llm_judge": [({"answer": ["42"], "prompt": ["what is 2 + 2 ?"]}, {"retries": 0, "model": "judge"})],
 }
+
+
+def _rg_case(dataset: str) -> tuple[dict, dict]:
+    """One generated reasoning-gym row of ``dataset`` as the reward's columns."""
+    from tasks.reasoning_gym import ReasoningGymArgs, generate
+
+    row = generate(ReasoningGymArgs(dataset=dataset, size=1, test_size=1), "train")[0]
+    return {k: [row[k]] for k in ("rg_dataset", "rg_entry", "rg_config")}, {}
+
+
+# one dataset per policy of the audit: allowed as it is, our countdown parser, our literal parser,
+# our polynomial parser
+CASES["reasoning_gym"] = [_rg_case(d) for d in ("leg_counting", "countdown", "n_queens", "polynomial_multiplication")]
 GROUP = 3  # completions per group for group-scope rewards: the text, its first half, a short answer
 
 
