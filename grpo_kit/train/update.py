@@ -269,8 +269,9 @@ def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: Tra
 
 class _Metrics:
     """Micro-batch metrics -> step metrics: ``loss/*`` summed within a minibatch and averaged over
-    minibatches; ``*_min`` / ``*_max`` extremes; the rest averaged over tokens (``kl/sequence``
-    over sequences). :meth:`result` reduces them over the ranks."""
+    minibatches; ``*_min`` / ``*_max`` extremes; the rest averaged over tokens (``policy/*`` over
+    the policy loss's tokens, ``kl/sequence`` over sequences). :meth:`result` reduces them over
+    the ranks."""
 
     def __init__(self):
         self.loss: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
@@ -281,6 +282,7 @@ class _Metrics:
 
     def add(self, m: dict) -> None:
         w_tok, w_seq = float(m.pop("_tokens")), float(m.pop("_sequences"))
+        w_pol = float(m.pop("_policy_tokens", w_tok))  # the policy loss's tokens (top_entropy_quantile)
         for k, v in m.items():
             v = float(v)
             if k.startswith("loss/"):
@@ -292,7 +294,7 @@ class _Metrics:
                 else:
                     self.extreme.setdefault(k, float("inf") if k.endswith("_min") else -float("inf"))
             else:
-                w = w_seq if k in _PER_SEQUENCE else w_tok
+                w = w_seq if k in _PER_SEQUENCE else w_pol if k.startswith("policy/") else w_tok
                 s = self.weighted.setdefault(k, [0.0, 0.0])
                 s[0] += v * w
                 s[1] += w
@@ -397,5 +399,6 @@ def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConf
     metrics["loss/total"] = loss.detach()
     (loss if scaler is None else scaler.scale(loss)).backward()
     metrics["_tokens"] = m.sum()
+    metrics["_policy_tokens"] = pm_mask.sum()  # the policy metrics are means over these
     metrics["_sequences"] = (m.sum(-1) > 0).sum()
     return metrics
