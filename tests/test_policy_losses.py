@@ -31,8 +31,8 @@ e = math.exp
 
 def _run(name, agg="token_mean", **settings):
     logp = torch.tensor(LOGP, dtype=torch.float64, requires_grad=True)
-    loss, metrics = POLICY_LOSSES[name](logp, torch.zeros(2, 3, dtype=torch.float64), torch.tensor(ADV, dtype=torch.float64),
-                                        torch.tensor(MASK), agg=agg, **settings)
+    old, adv = torch.zeros(2, 3, dtype=torch.float64), torch.tensor(ADV, dtype=torch.float64)
+    loss, metrics = POLICY_LOSSES[name](logp, old, adv, torch.tensor(MASK), agg=agg, **settings)
     loss.backward()
     return float(loss.detach()), logp.grad.tolist(), metrics
 
@@ -99,12 +99,18 @@ def _kl_cov_case():
 
 
 HAND_CASES = [
-    ("ppo_clip", "token_mean", {}, _ppo_clip_case),                                          # clip 0.2 both sides
-    ("cispo", "token_mean", {}, _cispo_case),                                                # IS weight clipped above 1.28
-    ("gmpo", "seq_mean_token_mean", {}, _gmpo_case),                                         # the paper's clip 0.4, geometric mean
-    ("sapo", "seq_mean_token_mean", {}, _sapo_case),                                         # soft gate, tau 1 / 1.05
-    ("clip_cov", "token_mean", dict(clip_ratio=0.2, cov_low=0.1, cov_high=0.2), _clip_cov_case),  # one token detached
-    ("kl_cov", "token_mean", dict(kl_ratio=0.2), _kl_cov_case),                              # one token penalised
+    # clip 0.2 on both sides
+    ("ppo_clip", "token_mean", {}, _ppo_clip_case),
+    # the IS weight clipped above 1.28, every token keeps its gradient
+    ("cispo", "token_mean", {}, _cispo_case),
+    # the paper's clip 0.4 in log space, the geometric mean per sequence
+    ("gmpo", "seq_mean_token_mean", {}, _gmpo_case),
+    # the soft gate, tau 1 / 1.05
+    ("sapo", "seq_mean_token_mean", {}, _sapo_case),
+    # one token of the covariance band detached
+    ("clip_cov", "token_mean", dict(clip_ratio=0.2, cov_low=0.1, cov_high=0.2), _clip_cov_case),
+    # the one token of largest covariance penalised
+    ("kl_cov", "token_mean", dict(kl_ratio=0.2), _kl_cov_case),
 ]
 
 

@@ -252,7 +252,8 @@ def cispo_loss(
 
     aggregated by :func:`aggregate`. Every token keeps its gradient, the clipped ones included
     (PPO's clip zeroes them). The paper sets no lower bound (``clip_low = 1``: ``r >= 0``) and
-    tunes only the upper one. Shapes as :func:`policy_loss`. Metrics: ``clip_frac_low`` /
+    tunes only the upper one. Shapes as :func:`policy_loss` (``[B, T]``; advantages ``[B]`` or
+    ``[B, T]``). Metrics: ``clip_frac_low`` /
     ``clip_frac_high`` (tokens whose weight was clipped from below / above) and the ratio metrics.
 
     >>> logp = torch.tensor([[-1.0]], requires_grad=True)
@@ -285,7 +286,8 @@ def gmpo_loss(
     clip_high: float = 0.4,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """GMPO, Geometric-Mean Policy Optimization (https://arxiv.org/abs/2507.20673; its
-    objective with token-level clipping): the geometric mean of the token ratios, clipped per token in log space. For sequence b
+    objective with token-level clipping): the geometric mean of the token ratios, clipped per
+    token in log space. For sequence b
     with advantage ``A_b`` and ``l_t = logp_t - old_logp_t`` over its completion tokens::
 
         m_t = min(l_t, clip(l_t, -clip_low, clip_high))   if A_b > 0
@@ -299,6 +301,7 @@ def gmpo_loss(
     (``needs_sequence_advantages``; the config refuses it with a critic's per-token ones).
     Metrics: ``clip_frac_low`` (A < 0, ``l_t < -clip_low``), ``clip_frac_high`` (A > 0,
     ``l_t > clip_high``) and the ratio metrics.
+    Shapes: ``logp``, ``old_logp``, ``completion_mask`` ``[B, T]``; ``advantages`` ``[B]`` or ``[B, T]``.
 
     >>> loss, _ = gmpo_loss(torch.tensor([[0.1, 0.3]]), torch.zeros(1, 2), torch.tensor([1.0]), torch.ones(1, 2))
     >>> round(float(loss), 4)  # -exp((0.1 + 0.3) / 2)
@@ -350,6 +353,7 @@ def sapo_loss(
     more). Defaults 1.0 / 1.05 as in verl and TRL. The form is the peers' (verl's and TRL's
     ``sapo``); the paper's equation number was not checked here. Metrics: ``gate_weight_mean``
     (the mean gradient weight ``4 sigma (1 - sigma)``) and the ratio metrics.
+    Shapes: ``logp``, ``old_logp``, ``completion_mask`` ``[B, T]``; ``advantages`` ``[B]`` or ``[B, T]``.
 
     >>> loss, _ = sapo_loss(torch.zeros(1, 1), torch.zeros(1, 1), torch.tensor([1.0]), torch.ones(1, 1))
     >>> loss  # r = 1: -sigma(0) * 4 / 1
@@ -442,7 +446,9 @@ def clip_cov_loss(
     (``clip_ratio 2e-4``, bounds 1 and 5). ``S`` is :func:`clip_cov_selection` of this call
     (random draws from ``generator``), or ``selected`` (bool ``[B, T]``) when given: pass the whole
     batch's selection to each accumulated micro-batch, as with ``num_tokens``. Metrics:
-    ``cov_selected_frac`` and the ratio metrics."""
+    ``cov_selected_frac`` and the ratio metrics.
+    Shapes: ``logp``, ``old_logp``, ``completion_mask`` ``[B, T]``; ``advantages`` ``[B]`` or ``[B, T]``;
+    ``selected`` bool ``[B, T]``."""
     m, adv, log_ratio = _inputs(logp, old_logp, advantages, completion_mask)
     if selected is None:
         selected = clip_cov_selection(logp, advantages, completion_mask, clip_ratio=clip_ratio, cov_low=cov_low,
@@ -484,7 +490,9 @@ def kl_cov_loss(
 
     Defaults as verl's (``kl_ratio 2e-4``, ``kl_coef 1``; the paper uses 2e-3 for 7B and 2e-4 for
     32B models). ``S`` is :func:`kl_cov_selection` of this call or ``selected`` (see
-    :func:`clip_cov_loss`). Metrics: ``cov_selected_frac`` and the ratio metrics."""
+    :func:`clip_cov_loss`). Metrics: ``cov_selected_frac`` and the ratio metrics.
+    Shapes: ``logp``, ``old_logp``, ``completion_mask`` ``[B, T]``; ``advantages`` ``[B]`` or ``[B, T]``;
+    ``selected`` bool ``[B, T]``."""
     m, adv, log_ratio = _inputs(logp, old_logp, advantages, completion_mask)
     if selected is None:
         selected = kl_cov_selection(logp, advantages, completion_mask, kl_ratio=kl_ratio)
