@@ -32,7 +32,7 @@ from grpo_kit.algorithms.preference import bradley_terry_loss
 from grpo_kit.config import dump_config
 from grpo_kit.errors import ConfigError
 from grpo_kit.hub import load_pretrained
-from grpo_kit.lora import is_peft, load_adapter, parameter_counts
+from grpo_kit.lora import is_peft, parameter_counts
 from grpo_kit.rm.config import RMConfig
 from grpo_kit.rm.data import encode_pairs, read_pairs
 from grpo_kit.rm.stats import pair_stats
@@ -136,17 +136,10 @@ class RMTrainer:
             return
         last = found[-1]
         st = ckpt.load_trainer_state(last)
-        if self.cfg.model.lora is not None:
-            if not ckpt.is_lora_checkpoint(last):
-                raise ConfigError(f"{last} holds a whole model, not a LoRA adapter; drop model.lora to resume it")
-            load_adapter(self.model, last)
-        else:
-            from transformers import AutoModelForSequenceClassification
+        from transformers import AutoModelForSequenceClassification
 
-            if ckpt.is_lora_checkpoint(last):
-                raise ConfigError(f"{last} holds a LoRA adapter; resume it with the run's model.lora settings")
-            saved = AutoModelForSequenceClassification.from_pretrained(last, dtype=next(self.model.parameters()).dtype)
-            self.model.load_state_dict(saved.state_dict())
+        ckpt.load_model_weights(self.model, last, lora=self.cfg.model.lora is not None,
+                                auto_class=AutoModelForSequenceClassification)
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.cursor.load(st["cursor"])

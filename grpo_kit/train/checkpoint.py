@@ -209,3 +209,21 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 def load_trainer_state(ckpt: Path) -> dict[str, Any]:
     return torch.load(ckpt / "trainer_state.pt", weights_only=False)
+
+
+def load_model_weights(model, ckpt: Path, *, lora: bool, auto_class) -> None:
+    """Load a one-process checkpoint's weights into ``model`` in place: the LoRA adapter
+    (``lora``), or the whole model through ``auto_class`` (``AutoModelForCausalLM``,
+    ``AutoModelForSequenceClassification``). A checkpoint of the other kind is a config error."""
+    from grpo_kit.errors import ConfigError
+    from grpo_kit.lora import load_adapter
+
+    if lora:
+        if not is_lora_checkpoint(ckpt):
+            raise ConfigError(f"{ckpt} holds a whole model, not a LoRA adapter; drop model.lora to resume it")
+        load_adapter(model, ckpt)
+        return
+    if is_lora_checkpoint(ckpt):
+        raise ConfigError(f"{ckpt} holds a LoRA adapter; resume it with the run's model.lora settings")
+    saved = auto_class.from_pretrained(ckpt, dtype=next(model.parameters()).dtype)
+    model.load_state_dict(saved.state_dict())

@@ -26,7 +26,7 @@ import torch
 from grpo_kit import dist
 from grpo_kit.config import dump_config
 from grpo_kit.errors import ConfigError
-from grpo_kit.lora import AdapterDisabled, full_adapter_state, hf_weights, load_adapter, parameter_counts
+from grpo_kit.lora import AdapterDisabled, full_adapter_state, hf_weights, parameter_counts
 from grpo_kit.records import RolloutBatch
 from grpo_kit.rollout import make_sampler
 from grpo_kit.scoring import Scorer
@@ -204,15 +204,7 @@ class Trainer:
     def _resume_single(self, last: Path, st: dict[str, Any]) -> None:
         from transformers import AutoModelForCausalLM
 
-        if self.cfg.model.lora is not None:
-            if not ckpt.is_lora_checkpoint(last):
-                raise ConfigError(f"{last} holds a whole model, not a LoRA adapter; drop model.lora to resume it")
-            load_adapter(self.model, last)
-        else:
-            if ckpt.is_lora_checkpoint(last):
-                raise ConfigError(f"{last} holds a LoRA adapter; resume it with the run's model.lora settings")
-            loaded = AutoModelForCausalLM.from_pretrained(last, dtype=next(self.model.parameters()).dtype)
-            self.model.load_state_dict(loaded.state_dict())
+        ckpt.load_model_weights(self.model, last, lora=self.cfg.model.lora is not None, auto_class=AutoModelForCausalLM)
         self.optimizer.load_state_dict(st["optimizer"])
         if self.critic is not None:
             from grpo_kit.train.value import ValueModel
