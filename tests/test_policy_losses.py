@@ -270,7 +270,7 @@ def test_top_entropy_quantile_in_the_algorithm_keeps_only_high_entropy_tokens_an
         loss, _ = algo.policy_loss(x, torch.zeros_like(logp), adv * pm, pm, is_weights=None,
                                    agg=algo.agg(pm.sum(), 2), per_token=per_token)
         loss.backward()
-        results[rho] = (float(loss), x.grad, metrics)
+        results[rho] = (float(loss.detach()), x.grad, metrics)
     r01, r11 = e(LOGP[0][1]), e(LOGP[1][1])  # A=+1: -r; A=-1: +r (both inside the clip)
     assert results[0.4][0] == pytest.approx((-r01 + r11) / 2, abs=1e-12)  # kept tokens only, / 2
     assert (results[0.4][1] != 0).long().tolist() == [[0, 1, 0], [0, 1, 0]]
