@@ -400,3 +400,64 @@ def test_per_reward_group_advantages_by_hand():
     # on and off: the combined reward's order follows the length alone in group 0
     assert group_advantages(r[0:1].sum(-1)).argsort().tolist() == [[0, 1, 2, 3]]
     assert got[0].argsort().tolist() == [1, 3, 0, 2]  # the correct answers (0, 2) now rank on top
+
+
+def test_reward_norm_per_reward_in_the_algorithm_equals_the_formula():
+    """algorithm.reward_norm: per_reward gives sum_k w_k A(r_k) per token (per_reward_group_advantages
+    for grpo), combined gives A(sum_k w_k r_k); the switch changes the advantages."""
+    from grpo_kit.algorithms.advantages import group_advantages, per_reward_group_advantages
+    from grpo_kit.train.algorithm import Algorithm
+    from grpo_kit.train.batch import Masks
+    from grpo_kit.train.config import GRPOConfig
+
+    parts = torch.tensor([[[1.0, 0.0], [0.0, 10.0], [1.0, 20.0], [0.0, 30.0]]])  # [B=1, G=4, K=2]
+    w = torch.tensor([1.0, 0.5])
+    combined = (parts * w).sum(-1)  # [1, 4]
+    mask = torch.ones(4, 3)
+    m = Masks(mask.long(), combined, torch.zeros(4, dtype=torch.bool), torch.full((4,), 5), parts, w)
+    per = Algorithm(GRPOConfig(reward_norm="per_reward"), max_new_tokens=3).advantages(m, mask)[0]  # [4, 3]
+    comb = Algorithm(GRPOConfig(), max_new_tokens=3).advantages(m, mask)[0]
+    assert torch.allclose(per[:, 0], per_reward_group_advantages(parts, w)[0], atol=1e-6)
+    assert torch.allclose(comb[:, 0], group_advantages(combined)[0], atol=1e-6)
+    assert per[:, 0].argsort().tolist() == [1, 3, 0, 2] and comb[:, 0].argsort().tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="needs each reward's scores"):
+        Algorithm(GRPOConfig(reward_norm="per_reward"), max_new_tokens=3).advantages(
+            Masks(mask.long(), combined, torch.zeros(4, dtype=torch.bool), torch.full((4,), 5)), mask)
+
+
+def test_reward_norm_per_reward_config_and_a_training_step(tmp_path, tiny_model):
+    """The trainer hands each reward's scores to the update: with two rewards of different scales
+    (exact_match and a length reward weighted 0.1) one step's advantages differ from the combined
+    normalisation's, and are the per-reward formula's."""
+    from grpo_kit.train.trainer import Trainer
+
+    with pytest.raises(ConfigError, match="reward_norm: per_reward normalises each reward alone"):
+        resolve_train_config(None, ["algorithm.reward_norm=per_reward", "algorithm.kl.beta=0.1",
+                                    "algorithm.kl.placement=reward"])
+    with pytest.raises(ConfigError, match="reward_norm"):
+        resolve_train_config(None, ["algorithm.type=ppo", "algorithm.reward_norm=per_reward"])
+    rewards = ["rewards=[{name: exact_match}, {name: length_limit, weight: 0.1, args: {max_length: 2}}]"]
+    adv = {}
+    for norm in ("combined", "per_reward"):
+        cfg, _ = resolve_train_config(str(small_config(tmp_path, tiny_model)),
+                                      [f"algorithm.reward_norm={norm}", "train.steps=1", *rewards])
+        trainer = Trainer(cfg, tmp_path / norm)
+        try:
+            rb, _ = trainer._rollouts_of(1)
+        finally:
+            trainer.close()
+        from grpo_kit.train.batch import make_batch
+
+        batch = make_batch(rb, trainer.tokenizer.pad_token_id, trainer.device, trainer._reward_weights)
+        mask = trainer.algorithm.loss_mask(batch)
+        adv[norm] = trainer.algorithm.advantages(batch, mask)[0][:, 0]
+        if norm == "per_reward":
+            assert batch.reward_parts.shape == (*batch.rewards.shape, 2)
+            from grpo_kit.algorithms.advantages import per_reward_group_advantages
+
+            want = per_reward_group_advantages(batch.reward_parts, batch.reward_weights).reshape(-1)
+            on = mask[:, 0].bool()
+            assert torch.allclose(adv[norm][on], want[on], atol=1e-5)
+        else:
+            assert batch.reward_parts is None
+    assert float((adv["combined"] - adv["per_reward"]).abs().max()) > 0.1

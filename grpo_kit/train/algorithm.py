@@ -94,8 +94,17 @@ class Algorithm:
         if beta > 0 and self.kl_in_reward:
             kl = kl_penalty(old_logp, ref_logp, self.cfg.kl.estimator)  # [N, T]
             token_rewards = kl_in_reward(torch.zeros_like(kl), kl, beta) * mask
-        adv, returns = self.estimator(batch.rewards, mask, values=old_values, token_rewards=token_rewards,
-                                      **self.estimator_args)
+        if getattr(self.cfg, "reward_norm", "combined") == "per_reward":  # sum_k w_k A(r_k)
+            parts, w = batch.reward_parts, batch.reward_weights  # [B, G, K], [K]
+            if parts is None:
+                raise ValueError("algorithm.reward_norm: per_reward needs each reward's scores "
+                                 "(make_batch(..., weights=...))")
+            adv = sum(w[k] * self.estimator(parts[..., k], mask, **self.estimator_args)[0]
+                      for k in range(parts.shape[-1]))
+            returns = None
+        else:
+            adv, returns = self.estimator(batch.rewards, mask, values=old_values, token_rewards=token_rewards,
+                                          **self.estimator_args)
         if self.whiten:
             adv = whiten(adv, mask) * mask
         on = mask.bool()

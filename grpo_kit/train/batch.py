@@ -28,6 +28,8 @@ class Batch:
     truncated: torch.Tensor  # [N] bool, cut at max_new_tokens
     sampler_logp: torch.Tensor | None  # [N, T]
     prompt_len: int  # P
+    reward_parts: torch.Tensor | None = None  # [B, G, K] each reward alone, NaN where it does not apply
+    reward_weights: torch.Tensor | None = None  # [K] their weights (algorithm.reward_norm: per_reward)
 
     @property
     def size(self) -> int:
@@ -43,11 +45,27 @@ class Batch:
         sl = lambda t: None if t is None else t[idx]  # noqa: E731
         return Batch(self.input_ids[idx], self.attention_mask[idx], self.completion_ids[idx],
                      self.completion_mask[idx], self.rewards, self.truncated[idx],
-                     sl(self.sampler_logp), self.prompt_len)
+                     sl(self.sampler_logp), self.prompt_len, self.reward_parts, self.reward_weights)
 
 
-def make_batch(rb: RolloutBatch, pad_id: int, device: torch.device) -> Batch:
-    """Tensors of a scored rollout batch whose groups all have G completions, in group order."""
+def reward_parts(rb: RolloutBatch, weights: dict[str, float] | None, G: int,
+                 device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``([B, G, K], [K])``: each reward's scores (NaN where it does not apply or failed) and its
+    weight, for the rewards named in ``weights`` (label -> weight); ``(None, None)`` without."""
+    if not weights:
+        return None, None
+    missing = [k for k in weights if k not in rb.rewards]
+    if missing:
+        raise ValueError(f"the record has no scores of the rewards {missing}; it has {sorted(rb.rewards)}")
+    cols = [[float("nan") if v is None else float(v) for v in rb.rewards[k]] for k in weights]
+    parts = torch.tensor(cols, dtype=torch.float32).T.reshape(-1, G, len(weights))  # [B, G, K]
+    return parts.to(device), torch.tensor(list(weights.values()), dtype=torch.float32, device=device)
+
+
+def make_batch(rb: RolloutBatch, pad_id: int, device: torch.device,
+               weights: dict[str, float] | None = None) -> Batch:
+    """Tensors of a scored rollout batch whose groups all have G completions, in group order;
+    ``weights`` (reward label -> weight): also each reward's scores (``reward_parts``)."""
     groups = rb.groups()
     G = len(groups[0])
     if any(len(g) != G for g in groups) or [i for g in groups for i in g] != list(range(rb.size)):
@@ -69,7 +87,7 @@ def make_batch(rb: RolloutBatch, pad_id: int, device: torch.device) -> Batch:
                            dtype=torch.float32).view(len(groups), G)  # [B, G]
     t = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=device)  # noqa: E731
     return Batch(t(ids), t(att), t(comp), t(cmask), rewards.to(device), t(rb.truncated, torch.bool),
-                 t(lps, torch.float32) if has_lp else None, P)
+                 t(lps, torch.float32) if has_lp else None, P, *reward_parts(rb, weights, G, device))
 
 
 @dataclass
@@ -81,9 +99,11 @@ class Masks:
     rewards: torch.Tensor  # [B, G]
     truncated: torch.Tensor  # [N] bool
     lengths: torch.Tensor  # [N] prompt + completion tokens
+    reward_parts: torch.Tensor | None = None  # [B, G, K], see Batch
+    reward_weights: torch.Tensor | None = None  # [K]
 
     @classmethod
-    def of(cls, rb: RolloutBatch, device: torch.device) -> "Masks":
+    def of(cls, rb: RolloutBatch, device: torch.device, weights: dict[str, float] | None = None) -> "Masks":
         lens = [len(c) for c in rb.completion_ids]
         T = max(1, max(lens))
         mask = torch.arange(T)[None, :] < torch.tensor(lens)[:, None]  # [N, T]
@@ -91,7 +111,8 @@ class Masks:
         rewards = torch.tensor([float("nan") if r is None else r for r in rb.reward], dtype=torch.float32)
         total = [len(rb.prompt_ids[rb.group_index[i]]) + n for i, n in enumerate(lens)]
         return cls(mask.long().to(device), rewards.view(-1, G).to(device),
-                   torch.tensor(rb.truncated, dtype=torch.bool, device=device), torch.tensor(total, device=device))
+                   torch.tensor(rb.truncated, dtype=torch.bool, device=device), torch.tensor(total, device=device),
+                   *reward_parts(rb, weights, G, device))
 
 
 def fused_head(model) -> torch.nn.Linear:

@@ -223,6 +223,17 @@ class GRPOConfig(_PolicyLossConfig):
         "grpo", description="a critic-free advantage estimator of grpo_kit.algorithms.ADVANTAGE_ESTIMATORS "
         "(grpo, dr_grpo, rloo, reinforce_pp_baseline); the ones that need a critic are PPO's")
     kl: KLConfig = Field(default_factory=KLConfig)
+    reward_norm: Literal["combined", "per_reward"] = Field(
+        "combined", description="combined: the advantage estimator runs on the weighted sum of the "
+        "rewards; per_reward: on each reward alone, the advantages then summed with the rewards' "
+        "weights (GDPO-style, so one high-variance reward cannot drown the others)")
+
+    @model_validator(mode="after")
+    def _per_reward_kl(self):
+        if self.reward_norm == "per_reward" and self.kl.beta > 0 and self.kl.placement == "reward":
+            raise ValueError("algorithm.reward_norm: per_reward normalises each reward alone, so a KL "
+                             "placed in the reward has no reward of its own to join; use kl.placement: loss")
+        return self
 
 
 class ValueConfig(Strict):

@@ -330,7 +330,7 @@ class Trainer:
             metrics["async/staleness_mean"] = metrics["async/staleness_max"] = check_staleness(
                 step, self.step, rb.policy_version, self._max_staleness())
         mine = rb.select_groups(self.world.share(rb.num_groups)) if self.world.size > 1 else rb
-        batch = make_batch(mine, self.tokenizer.pad_token_id, self.device)  # this rank's groups
+        batch = make_batch(mine, self.tokenizer.pad_token_id, self.device, self._reward_weights)  # this rank's groups
         no_signal = self.algorithm.no_signal_fraction(rb.reward, rb.groups())
         if no_signal == 1.0:
             metrics["skipped"] = ("no group has a learning signal (every group's rewards are equal, or "
@@ -371,7 +371,14 @@ class Trainer:
             return Layout.single(batch)
         G, W = self.cfg.sampling.n, self.world.size
         owner = [r for r in range(W) for _ in range(len(dist.World(r, W).share(rb.num_groups)) * G)]
-        return Layout(torch.tensor(owner), self.world.rank, Masks.of(rb, self.device))
+        return Layout(torch.tensor(owner), self.world.rank, Masks.of(rb, self.device, self._reward_weights))
+
+    @property
+    def _reward_weights(self) -> dict[str, float] | None:
+        """label -> weight of each reward, when the advantages are normalised per reward."""
+        if getattr(self.cfg.algorithm, "reward_norm", "combined") != "per_reward":
+            return None
+        return {r.key: r.weight for r in self.rewards}
 
     def train(self) -> Path:
         """Run to ``train.steps``. Ctrl-C (SIGINT) finishes the current step, saves a checkpoint and
