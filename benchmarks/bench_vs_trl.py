@@ -59,6 +59,7 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ASYNC = [0]  # ours' train.async_level (--async-level), passed on to the worker processes
 THREADS = 2
 B, G, MAX_NEW, BETA, LR = 16, 16, 3, 0.04, 3e-4
 VLLM_KV_CACHE_GIB = 1  # the engine's KV cache, both sides (VLLM_CPU_KVCACHE_SPACE takes whole GiB)
@@ -116,7 +117,7 @@ def _timed(fn, acc: dict, key):
 
 
 # ---------------------------------------------------------------------------------------- ours
-def run_ours(model_dir: str, work: Path, n_steps: int, turns: Turns, sampler: str) -> dict:
+def run_ours(model_dir: str, work: Path, n_steps: int, turns: Turns, sampler: str, async_level: int = 0) -> dict:
     import torch
     import yaml
 
@@ -133,6 +134,7 @@ def run_ours(model_dir: str, work: Path, n_steps: int, turns: Turns, sampler: st
     data["train"].update(steps=n_steps, samples_every=0, save_every=0, torch_threads=THREADS)
     data["run"].update(progress=False)
     data["sampler"] = sampler
+    data["train"]["async_level"] = async_level  # >= 1: sampling and scoring in a second process
     if sampler == "vllm":
         data["vllm"] = {"kv_cache_memory_bytes": f"{VLLM_KV_CACHE_GIB}GiB"}
     assert data["sampling"]["n"] == G and data["train"]["prompts_per_step"] == B
@@ -150,7 +152,7 @@ def run_ours(model_dir: str, work: Path, n_steps: int, turns: Turns, sampler: st
         row = trainer.train_step()
         end = time.perf_counter()
         steps.append(end - start)
-        p = {"sample": row["time/sample"], "score": row["time/score"], "ref_fwd": acc["ref_fwd"],
+        p = {"sample": row.get("time/sample", 0.0), "score": row.get("time/score", 0.0), "ref_fwd": acc["ref_fwd"],
              "fwd_bwd_opt": row["time/update"] - acc["ref_fwd"]}
         parts.append({**p, "other": steps[-1] - sum(p.values())})
         work_done.append((row["completion/length_mean"], row["reward/mean"]))
@@ -163,7 +165,7 @@ def run_ours(model_dir: str, work: Path, n_steps: int, turns: Turns, sampler: st
 
 
 # ---------------------------------------------------------------------------------------- TRL
-def run_trl(model_dir: str, work: Path, n_steps: int, turns: Turns, sampler: str) -> dict:
+def run_trl(model_dir: str, work: Path, n_steps: int, turns: Turns, sampler: str, async_level: int = 0) -> dict:
     import torch
 
     torch.set_num_threads(THREADS)
@@ -279,7 +281,7 @@ class CpuMeter:
 def _start(kind: str, model_dir: str, n_steps: int, work: Path, lockstep: bool, sampler: str):
     work.mkdir(parents=True)
     cmd = [sys.executable, __file__, "--worker", kind, "--model-dir", model_dir, "--sampler", sampler,
-           "--n-steps", str(n_steps), "--out", str(work / "result.json")]
+           "--n-steps", str(n_steps), "--out", str(work / "result.json"), "--async-level", str(ASYNC[0])]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(THREADS), TOKENIZERS_PARALLELISM="false")
     fds, ends = [], None
     if lockstep:
@@ -408,6 +410,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2, help="pairs of sequential runs (ours, TRL)")
     ap.add_argument("--schedule", choices=["both", "sequential", "lockstep"], default="both")
     ap.add_argument("--json", help="also write the raw per-step times here")
+    ap.add_argument("--async-level", type=int, default=0,
+                    help="ours with train.async_level K (sampling one process, K steps ahead; "
+                    "sequential schedule only: in lockstep its sampler would run during TRL's turn)")
     ap.add_argument("--sampler", choices=["hf", "vllm"], default="hf",
                     help="both trainers generate with HF generate (default) or a colocated vLLM engine")
     for hidden in ("--worker", "--model-dir", "--out"):
@@ -416,10 +421,14 @@ def main() -> None:
         ap.add_argument(hidden, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
+    ASYNC[0] = args.async_level
+    if args.async_level and args.schedule != "sequential" and not args.worker:
+        sys.exit("--async-level needs --schedule sequential")
 
     if args.worker:
         fn = {"ours": run_ours, "trl": run_trl}[args.worker]
-        res = fn(args.model_dir, Path.cwd(), args.n_steps, Turns(args.go_fd, args.done_fd), args.sampler)
+        res = fn(args.model_dir, Path.cwd(), args.n_steps, Turns(args.go_fd, args.done_fd), args.sampler,
+                 args.async_level)
         Path(args.out).write_text(json.dumps(res))
         return
 
