@@ -59,7 +59,7 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ASYNC = [0]  # ours' train.async_level (--async-level), passed on to the worker processes
+ASYNC = [0, False]  # ours' train.async_level and train.ref_in_rollout, passed on to the workers
 THREADS = 2
 B, G, MAX_NEW, BETA, LR = 16, 16, 3, 0.04, 3e-4
 VLLM_KV_CACHE_GIB = 1  # the engine's KV cache, both sides (VLLM_CPU_KVCACHE_SPACE takes whole GiB)
@@ -135,6 +135,7 @@ def run_ours(model_dir: str, work: Path, n_steps: int, turns: Turns, sampler: st
     data["run"].update(progress=False)
     data["sampler"] = sampler
     data["train"]["async_level"] = async_level  # >= 1: sampling and scoring in a second process
+    data["train"]["ref_in_rollout"] = ASYNC[1]  # the reference's log-probs there too
     if sampler == "vllm":
         data["vllm"] = {"kv_cache_memory_bytes": f"{VLLM_KV_CACHE_GIB}GiB"}
     assert data["sampling"]["n"] == G and data["train"]["prompts_per_step"] == B
@@ -282,6 +283,7 @@ def _start(kind: str, model_dir: str, n_steps: int, work: Path, lockstep: bool, 
     work.mkdir(parents=True)
     cmd = [sys.executable, __file__, "--worker", kind, "--model-dir", model_dir, "--sampler", sampler,
            "--n-steps", str(n_steps), "--out", str(work / "result.json"), "--async-level", str(ASYNC[0])]
+    cmd += ["--ref-in-rollout"] if ASYNC[1] else []
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(THREADS), TOKENIZERS_PARALLELISM="false")
     fds, ends = [], None
     if lockstep:
@@ -413,6 +415,8 @@ def main() -> None:
     ap.add_argument("--async-level", type=int, default=0,
                     help="ours with train.async_level K (sampling one process, K steps ahead; "
                     "sequential schedule only: in lockstep its sampler would run during TRL's turn)")
+    ap.add_argument("--ref-in-rollout", action="store_true",
+                    help="with --async-level: ours computes the reference log-probs in its rollout process")
     ap.add_argument("--sampler", choices=["hf", "vllm"], default="hf",
                     help="both trainers generate with HF generate (default) or a colocated vLLM engine")
     for hidden in ("--worker", "--model-dir", "--out"):
@@ -421,7 +425,7 @@ def main() -> None:
         ap.add_argument(hidden, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    ASYNC[0] = args.async_level
+    ASYNC[0], ASYNC[1] = args.async_level, args.ref_in_rollout
     if args.async_level and args.schedule != "sequential" and not args.worker:
         sys.exit("--async-level needs --schedule sequential")
 

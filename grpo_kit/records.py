@@ -56,6 +56,7 @@ class RolloutBatch:
     rewards: dict[str, list[float | None]] = field(default_factory=dict)
     reward_errors: dict[str, list[str | None]] = field(default_factory=dict)
     reward: list[float | None] = field(default_factory=list)
+    ref_logprobs: list[list[float]] | None = None  # the reference model's, when the rollout process computes them
 
     def __post_init__(self) -> None:
         B, N = len(self.prompts), len(self.completions)
@@ -65,7 +66,7 @@ class RolloutBatch:
             raise ValueError(f"{len(self.group_index)} group indices for {N} completions")
         if any(not 0 <= g < B for g in self.group_index):
             raise ValueError(f"a group index is outside 0..{B - 1}")
-        for name in ("completion_ids", "finish_reasons", "sampler_logprobs"):
+        for name in ("completion_ids", "finish_reasons", "sampler_logprobs", "ref_logprobs"):
             v = getattr(self, name)
             if v is not None and len(v) != N:
                 raise ValueError(f"{name} has {len(v)} entries for {N} completions")
@@ -165,7 +166,7 @@ class RolloutBatch:
             policy_version=self.policy_version,
             rewards={k: pick(v) for k, v in self.rewards.items()},
             reward_errors={k: pick(v) for k, v in self.reward_errors.items()},
-            reward=pick(self.reward) if self.reward else [])
+            reward=pick(self.reward) if self.reward else [], ref_logprobs=pick(self.ref_logprobs))
 
     @classmethod
     def concat(cls, parts: Sequence["RolloutBatch"]) -> "RolloutBatch":
@@ -200,7 +201,7 @@ class RolloutBatch:
                    group_columns=cat_dict("group_columns"), item_columns=cat_dict("item_columns"),
                    policy_version=min(p.policy_version for p in parts),
                    rewards=cat_dict("rewards"), reward_errors=cat_dict("reward_errors"),
-                   reward=cat("reward"))
+                   reward=cat("reward"), ref_logprobs=cat("ref_logprobs"))
 
     # ------------------------------------------------------------------ output
     def score_fields(self, i: int) -> dict[str, Any]:

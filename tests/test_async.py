@@ -174,3 +174,36 @@ def test_max_staleness_below_the_async_level_is_a_config_error(tmp_path, tiny_mo
     assert check_staleness(5, 4, 2, 2) == 2
     with pytest.raises(RuntimeError, match="3 versions from the trainer's"):
         check_staleness(5, 4, 1, 2)
+
+
+def test_reference_log_probs_from_the_rollout_process_give_the_same_run(tmp_path, runs, tiny_model):
+    """train.ref_in_rollout: the rollout process computes the KL's reference log-probs (its own
+    copy of the initial weights) and sends them with the record; the trainer holds no reference
+    and runs no reference forward, and every logged metric equals the k = 1 run's."""
+    from grpo_kit.config import ConfigError
+    from grpo_kit.train.config import resolve_train_config
+    from grpo_kit.train.trainer import Trainer
+
+    cfg, out = runs
+    run = tmp_path / "ref"
+    subprocess.run([sys.executable, "-m", "grpo_kit.cli", "train", str(cfg), "--output-dir", str(run), *SETS,
+                    "--set", "train.async_level=1", "--set", "train.ref_in_rollout=true"], env=ENV, cwd=ROOT,
+                   check=True, timeout=300, capture_output=True)
+    rows = read_metrics(run / "metrics.jsonl")
+    assert len(rows) == STEPS and all(r["time/ref_logprobs"] > 0 for r in rows)  # computed over there
+    assert all("time/ref_logprobs" not in r for r in out[1])
+    for a, b in zip(out[1], rows):
+        a, b = _strip(a), {k: v for k, v in _strip(b).items()}
+        assert a.keys() == b.keys()
+        assert all(b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-6) if isinstance(a[k], float) else b[k] == a[k]
+                   for k in a), a["step"]
+    c, _ = resolve_train_config(str(cfg), ["train.async_level=1", "train.ref_in_rollout=true", "train.steps=1"])
+    tr = Trainer(c, tmp_path / "no-ref")
+    try:
+        assert tr.ref_model is None  # the trainer keeps no reference copy
+    finally:
+        tr.close()
+    for sets in (["train.ref_in_rollout=true"], ["train.async_level=1", "train.ref_in_rollout=true",
+                                                 "algorithm.kl.beta=0"]):
+        with pytest.raises(ConfigError, match="train.ref_in_rollout computes the KL's reference log-probs"):
+            resolve_train_config(str(cfg), sets)

@@ -30,6 +30,7 @@ class Batch:
     prompt_len: int  # P
     reward_parts: torch.Tensor | None = None  # [B, G, K] each reward alone, NaN where it does not apply
     reward_weights: torch.Tensor | None = None  # [K] their weights (algorithm.reward_norm: per_reward)
+    ref_logp: torch.Tensor | None = None  # [N, T] the reference's, from the rollout process (train.ref_in_rollout)
 
     @property
     def size(self) -> int:
@@ -45,7 +46,8 @@ class Batch:
         sl = lambda t: None if t is None else t[idx]  # noqa: E731
         return Batch(self.input_ids[idx], self.attention_mask[idx], self.completion_ids[idx],
                      self.completion_mask[idx], self.rewards, self.truncated[idx],
-                     sl(self.sampler_logp), self.prompt_len, self.reward_parts, self.reward_weights)
+                     sl(self.sampler_logp), self.prompt_len, self.reward_parts, self.reward_weights,
+                     sl(self.ref_logp))
 
 
 def reward_parts(rb: RolloutBatch, weights: dict[str, float] | None, G: int,
@@ -72,8 +74,8 @@ def make_batch(rb: RolloutBatch, pad_id: int, device: torch.device,
         raise ValueError("make_batch needs G completions per group, stored group by group")
     P = max(len(p) for p in rb.prompt_ids)
     T = max(1, max(len(c) for c in rb.completion_ids))
-    ids, att, comp, cmask, lps = [], [], [], [], []
-    has_lp = rb.sampler_logprobs is not None
+    ids, att, comp, cmask, lps, refs = [], [], [], [], [], []
+    has_lp, has_ref = rb.sampler_logprobs is not None, rb.ref_logprobs is not None
     for i, c in enumerate(rb.completion_ids):
         p = rb.prompt_ids[rb.group_index[i]]
         lp, rp = P - len(p), T - len(c)
@@ -83,11 +85,14 @@ def make_batch(rb: RolloutBatch, pad_id: int, device: torch.device,
         cmask.append([1] * len(c) + [0] * rp)
         if has_lp:
             lps.append(list(rb.sampler_logprobs[i]) + [0.0] * rp)
+        if has_ref:
+            refs.append(list(rb.ref_logprobs[i]) + [0.0] * rp)
     rewards = torch.tensor([float("nan") if r is None else r for r in rb.reward],
                            dtype=torch.float32).view(len(groups), G)  # [B, G]
     t = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=device)  # noqa: E731
     return Batch(t(ids), t(att), t(comp), t(cmask), rewards.to(device), t(rb.truncated, torch.bool),
-                 t(lps, torch.float32) if has_lp else None, P, *reward_parts(rb, weights, G, device))
+                 t(lps, torch.float32) if has_lp else None, P, *reward_parts(rb, weights, G, device),
+                 t(refs, torch.float32) if has_ref else None)
 
 
 @dataclass

@@ -315,6 +315,9 @@ class LoopConfig(Strict):
                              "after step s-1-k (0 = synchronous)")
     max_staleness: int | None = Field(None, ge=0, description="the trainer stops rather than use "
                                       "rollouts more than this many versions old (default: async_level)")
+    ref_in_rollout: bool = Field(False, description="async: the rollout process also computes the "
+                                 "reference model's log-probs for the KL (a copy of the initial weights "
+                                 "there), so the trainer neither holds the reference nor runs its forward")
     sampler_threads: int | None = Field(None, ge=1, description="async: torch threads of the rollout "
                                         "process (default: half of train.torch_threads, the trainer "
                                         "keeps the rest)")
@@ -405,6 +408,10 @@ class TrainConfig(Strict):
             raise ValueError(f"train.max_staleness = {t.max_staleness} is below train.async_level = "
                              f"{t.async_level}: step s's rollouts come from the weights of step s-1-k, "
                              f"{t.async_level} versions old; raise max_staleness or lower async_level")
+        if t.ref_in_rollout and (t.async_level == 0 or self.algorithm.kl.beta == 0):
+            raise ValueError("train.ref_in_rollout computes the KL's reference log-probs in the rollout "
+                             "process: it needs train.async_level >= 1 and algorithm.kl.beta > 0 (here "
+                             f"{t.async_level} and {self.algorithm.kl.beta})")
         micro = self.train.micro_batch_size or mb
         if mb % micro:
             raise ValueError(f"train.micro_batch_size = {micro} does not divide train.minibatch_size "

@@ -337,6 +337,8 @@ class _RolloutProcess:
         rewards = cfg.rewards if cfg.rewards is not None else task.default_rewards
         algorithm = Algorithm(cfg.algorithm, max_new_tokens=cfg.sampling.max_new_tokens)
         self.model, tokenizer = self._model(cfg)
+        self.pad_id = tokenizer.pad_token_id
+        self.ref = self._reference(cfg) if cfg.train.ref_in_rollout else None
         self.sampler = make_sampler(cfg.sampler, self.model, tokenizer, cfg.sampling,
                                     logprobs=algorithm.needs_sampler_logprobs, model_path=cfg.model.path,
                                     engine=cfg.vllm)
@@ -367,6 +369,31 @@ class _RolloutProcess:
         return SimpleNamespace(config=AutoConfig.from_pretrained(cfg.model.path), generation_config=gen), \
             load_tokenizer(cfg.model.path)
 
+    @staticmethod
+    def _reference(cfg):
+        """``(model, device, autocast)``: the initial weights, frozen, as the trainer's reference is
+        (a LoRA run's adapter-off reference is the base model: the same thing)."""
+        from grpo_kit.train.models import load_policy
+
+        m = cfg.model.model_copy(update={"lora": None, "gradient_checkpointing": False})
+        model, _, device, autocast = load_policy(m, 0)
+        model = model.eval().requires_grad_(False)
+        return (model.to(torch.bfloat16) if autocast else model), device, autocast
+
+    def with_reference(self, rb, metrics: dict) -> None:
+        """Fill ``rb.ref_logprobs`` with the reference's log-probs of the sampled tokens, computed as
+        the trainer would (the same micro-batches, packing and log-prob path)."""
+        from grpo_kit.train.batch import make_batch
+        from grpo_kit.train.update import _logprobs_no_grad
+
+        t0 = time.perf_counter()
+        model, device, autocast = self.ref
+        batch = make_batch(rb, self.pad_id, device)
+        with torch.no_grad():
+            lp = _logprobs_no_grad(model, batch, self.cfg.micro_batch, self.cfg, autocast).float().cpu()  # [N, T]
+        rb.ref_logprobs = [lp[i, :len(c)].tolist() for i, c in enumerate(rb.completion_ids)]
+        metrics["time/ref_logprobs"] = time.perf_counter() - t0
+
     def load(self, weights: Iterator[tuple[str, torch.Tensor]]) -> None:
         if self.cfg.sampler == "vllm":
             self.sampler.load_weights(weights)
@@ -393,6 +420,8 @@ class _RolloutProcess:
                 version = header["version"]
             waited = time.perf_counter() - t0 - t_load
             rb, metrics = self.rollouts.collect(step, version=version)
+            if self.ref is not None:
+                self.with_reference(rb, metrics)
             metrics.update({"async/wait_sampler_s": waited, "time/weight_load": t_load})
             chan.send_object(chan.records, {"step": step, "record": rb.to_dict(), "metrics": metrics,
                                             "cursor": self.rollouts.cursor.state()})

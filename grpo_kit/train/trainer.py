@@ -88,7 +88,9 @@ class Trainer:
         self._say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
                   + (" (LoRA adapter)" if cfg.model.lora is not None else ""))
         self.ref_model = None
-        if algo.kl.beta > 0 and cfg.model.lora is not None:  # the same weights, adapter off: no copy
+        if cfg.train.ref_in_rollout:  # the rollout process holds the reference and sends its log-probs
+            pass
+        elif algo.kl.beta > 0 and cfg.model.lora is not None:  # the same weights, adapter off: no copy
             self.ref_model = AdapterDisabled(self.model)
         elif algo.kl.beta > 0:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)

@@ -222,7 +222,14 @@ def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: Tra
             old_logp, old_entropy = _logprobs_entropy_no_grad(model, batch, micro, cfg, autocast, layout)
         else:
             old_logp = _logprobs_no_grad(model, batch, micro, cfg, autocast, layout) if need_old else None
-        ref_logp = _logprobs_no_grad(ref_model, batch, micro, cfg, autocast, layout) if beta > 0 else None
+        ref_logp = None
+        if beta > 0 and batch.ref_logp is not None:  # computed beside the sampler (train.ref_in_rollout)
+            ref_logp = batch.ref_logp
+        elif beta > 0:
+            if ref_model is None:
+                raise RuntimeError("the KL needs the reference log-probs, and neither the record has them "
+                                   "(train.ref_in_rollout) nor the trainer holds a reference model")
+            ref_logp = _logprobs_no_grad(ref_model, batch, micro, cfg, autocast, layout)
         old_values = (_no_grad_in_micro_batches(lambda sub: critic(sub, autocast), batch, micro, layout,
                                                 cfg.train.micro_batch_tokens) if critic is not None else None)
     adv, returns, metrics = _global_advantages(algorithm, batch, layout, world, whole_mask, beta=beta,
