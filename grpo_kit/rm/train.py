@@ -130,12 +130,10 @@ class RMTrainer:
 
     # ------------------------------------------------------------------ resume / save
     def _resume(self) -> None:
-        found = ckpt.list_checkpoints(self.run_dir)
-        if not found:
-            self._say(f"no checkpoint in {self.run_dir}; starting from step 0")
+        got = ckpt.last_checkpoint(self.run_dir, self._say)
+        if got is None:
             return
-        last = found[-1]
-        st = ckpt.load_trainer_state(last)
+        last, st = got
         from transformers import AutoModelForSequenceClassification
 
         ckpt.load_model_weights(self.model, last, lora=self.cfg.model.lora is not None,

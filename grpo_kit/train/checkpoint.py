@@ -207,6 +207,15 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
 
 
+def last_checkpoint(run_dir: Path, say) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of ``run_dir`` and its trainer state, or None (and ``say`` so)."""
+    found = list_checkpoints(run_dir)
+    if not found:
+        say(f"no checkpoint in {run_dir}; starting from step 0")
+        return None
+    return found[-1], load_trainer_state(found[-1])
+
+
 def load_trainer_state(ckpt: Path) -> dict[str, Any]:
     return torch.load(ckpt / "trainer_state.pt", weights_only=False)
 
