@@ -63,7 +63,7 @@ def demo_config(seed: int = 0) -> dict[str, Any]:
     }
 
 
-def build_tokenizer(out_dir: str | Path):
+def build_tokenizer(out_dir: str | Path, tokens: list[str] | None = None, tags: list[str] = ()):
     """The 14-token character tokenizer, saved into ``out_dir`` (left padding, ``<eos>``, ``<pad>``).
 
     >>> import tempfile
@@ -71,14 +71,17 @@ def build_tokenizer(out_dir: str | Path):
     >>> tok("12+7=19<eos>").input_ids, tok.decode([3, 4, 1], skip_special_tokens=True)
     ([3, 4, 12, 9, 13, 3, 11, 1], '12')
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(TOKENS)}, unk_token=None))
+    tokens = list(tokens or TOKENS) + list(tags)
+    backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token=None))
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex("."), behavior="isolated")]
     )
     backend.decoder = decoders.Fuse()  # "1", "2" -> "12" (the default joins with spaces)
+    if tags:  # whole words (``<output>``), matched before the split into characters, kept in decoded text
+        backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in tags])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>",
                                         padding_side="left", chat_template=CHAT_TEMPLATE)
     # unk_token null keeps AutoTokenizer's Qwen2Tokenizer at 14 tokens
@@ -183,3 +186,100 @@ def _warm_start(model, steps: int) -> float:
         optimizer.step()
     model.eval()
     return round(loss.detach().item(), 4)
+
+
+# --------------------------------------------------------------------------- the tools demo
+
+TOOL_TOKENS = ["<pad>", "<eos>", *"0123456789", "*", "="]
+TOOL_TAGS = ["<calculator>", "</calculator>", "<output>", "</output>"]
+TOOLS_WARM_START = dict(batch_size=128, lr=3e-3, tool_rate=0.1, min_operand=10, max_operand=99)
+TOOLS_DEMO_STEPS = 300
+
+
+def tools_demo_config(seed: int = 0) -> dict[str, Any]:
+    """The tools demo's config: products ``a*b=`` of two-digit numbers, which the tiny model cannot
+    memorise but can look up with the ``calculator`` tool (``<calculator>a*b</calculator>``, the
+    ``tag`` format); rewarded by ``tool_answer``, the exact match of what follows the last output."""
+    return {
+        "model": {"path": "<built by grpo_kit.demo.build_tools_model>"},
+        "task": {"name": "arithmetic", "args": {"ops": ["*"], "min_operand": 10, "max_operand": 99}},
+        "rewards": [{"name": "tool_answer"}],
+        "tools": {"names": ["calculator"], "format": "tag", "max_turns": 2},
+        "sampling": {"n": 8, "temperature": 1.0, "max_new_tokens": 24},
+        "algorithm": {"type": "grpo", "advantage": "grpo", "loss_agg": "token_mean", "kl": {"beta": 0.0}},
+        "optim": {"lr": 1e-3, "betas": [0.9, 0.99], "grad_clip": 1.0},
+        "scoring": {"workers": 1, "timeout": 5.0},
+        "train": {"steps": TOOLS_DEMO_STEPS, "prompts_per_step": 16, "seed": seed, "samples_every": 50,
+                  "save_every": 100, "torch_threads": 2},
+        "run": {"name": "demo-tools"},
+    }
+
+
+def tools_warm_start_batch(batch_size: int, *, tool_rate: float, min_operand: int = 10, max_operand: int = 99):
+    """The tools demo's format-only examples: ``a*b=`` then, at ``tool_rate``, the tool path
+    ``<calculator>a*b</calculator><output>P</output>P<eos>`` (the call copies the prompt's operands,
+    the answer copies the output), else a uniformly random 3-4 digit answer and ``<eos>``: the model
+    learns both formats and never the products. Returns ``(input_ids, attention_mask, labels)``,
+    right-padded; labels are -100 on the prompt, on the output block (a tool's tokens, as in
+    training) and on padding. Uses Python's ``random`` module."""
+    import random
+
+    import torch
+
+    ids = {t: i for i, t in enumerate(TOOL_TOKENS + TOOL_TAGS)}
+    num = lambda n: [ids[c] for c in str(n)]  # noqa: E731
+    rows, masks = [], []
+    for _ in range(batch_size):
+        a, b = random.randint(min_operand, max_operand), random.randint(min_operand, max_operand)
+        prompt = num(a) + [ids["*"]] + num(b) + [ids["="]]
+        if random.random() < tool_rate:
+            call = [ids["<calculator>"], *num(a), ids["*"], *num(b), ids["</calculator>"]]
+            out = [ids["<output>"], *num(a * b), ids["</output>"]]
+            tail = num(a * b) + [ids["<eos>"]]
+            seq, learn = prompt + call + out + tail, [0] * len(prompt) + [1] * len(call) + [0] * len(out) + [1] * len(tail)
+        else:
+            tail = num(random.randint(min_operand * min_operand, max_operand * max_operand)) + [ids["<eos>"]]
+            seq, learn = prompt + tail, [0] * len(prompt) + [1] * len(tail)
+        rows.append(seq)
+        masks.append(learn)
+    width = max(map(len, rows))
+    input_ids = torch.tensor([r + [ids["<pad>"]] * (width - len(r)) for r in rows])
+    attention_mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    learn = torch.tensor([m + [0] * (width - len(m)) for m in masks])
+    return input_ids, attention_mask, input_ids.masked_fill(learn == 0, -100)
+
+
+def build_tools_model(out_dir: str | Path, *, seed: int = 0, warm_start_steps: int = 300,
+                      tool_rate: float | None = None) -> Path:
+    """Build, warm-start (:func:`tools_warm_start_batch`) and save the tools demo's model into
+    ``out_dir``: the :data:`MODEL` shape over the 18-token vocabulary of the products and tags."""
+    import random
+
+    import torch
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(out_dir, TOOL_TOKENS, TOOL_TAGS)
+    model = new_qwen2(tokenizer, len(TOOL_TOKENS) + len(TOOL_TAGS), seed)
+    ws = {**TOOLS_WARM_START, **({"tool_rate": tool_rate} if tool_rate is not None else {})}
+    random.seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=ws["lr"])
+    start, loss = time.perf_counter(), None
+    model.train()
+    for _ in range(warm_start_steps):
+        input_ids, attention_mask, labels = tools_warm_start_batch(
+            ws["batch_size"], tool_rate=ws["tool_rate"], min_operand=ws["min_operand"], max_operand=ws["max_operand"])
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        loss = round(out.loss.detach().item(), 4)
+    model.eval()
+    model.save_pretrained(out_dir)
+    recipe = {"what": "grpo-kit tools demo model: a*b= with the calculator tool (tag format)",
+              "tokens": TOOL_TOKENS + TOOL_TAGS, "model": MODEL, "seed": seed,
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "warm_start": {**ws, "steps": warm_start_steps, "final_loss": loss,
+                             "seconds": round(time.perf_counter() - start, 2)}}
+    (out_dir / MARKER).write_text(json.dumps(recipe, indent=2) + "\n")
+    return out_dir

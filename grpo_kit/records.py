@@ -41,6 +41,15 @@ class RolloutBatch:
     (``"timeout: ..."`` / ``"error: ..."`` where a reward failed) and ``reward``, the combined
     reward (None: no reward applies, or a failed reward under ``scoring.on_error: exclude``).
     Advantages are never stored here: the trainer computes them from ``reward``.
+
+    Multi-turn rollouts (tools, :mod:`grpo_kit.rollout.multiturn`) fill two more fields per
+    completion: ``completion_masks`` (one entry per completion token: 1 where the model sampled it,
+    0 where a tool inserted it; ``sampler_logprobs`` is 0.0 on inserted tokens) and ``turns`` (one
+    dict per sampled turn: ``start``/``end``, its sampled tokens; ``sample_s``; and when the turn
+    ended in a tool call ``tool``, ``call``, ``status`` (``ok``, ``error``, ``timeout``, ``killed``,
+    ``not_run``), ``output``, ``tool_s`` and ``inserted`` (the ``[start, end)`` of its output's
+    tokens)). ``None``: one turn, every token sampled. Rewards see the calls as the column
+    ``tool_calls``.
     """
 
     prompts: list[Any]
@@ -57,6 +66,8 @@ class RolloutBatch:
     reward_errors: dict[str, list[str | None]] = field(default_factory=dict)
     reward: list[float | None] = field(default_factory=list)
     ref_logprobs: list[list[float]] | None = None  # the reference model's, when the rollout process computes them
+    completion_masks: list[list[int]] | None = None  # multi-turn: 1 sampled, 0 inserted by a tool
+    turns: list[list[dict[str, Any]]] | None = None  # multi-turn: each completion's turns (see below)
 
     def __post_init__(self) -> None:
         B, N = len(self.prompts), len(self.completions)
@@ -66,7 +77,8 @@ class RolloutBatch:
             raise ValueError(f"{len(self.group_index)} group indices for {N} completions")
         if any(not 0 <= g < B for g in self.group_index):
             raise ValueError(f"a group index is outside 0..{B - 1}")
-        for name in ("completion_ids", "finish_reasons", "sampler_logprobs", "ref_logprobs"):
+        for name in ("completion_ids", "finish_reasons", "sampler_logprobs", "ref_logprobs", "completion_masks",
+                     "turns"):
             v = getattr(self, name)
             if v is not None and len(v) != N:
                 raise ValueError(f"{name} has {len(v)} entries for {N} completions")
@@ -82,7 +94,9 @@ class RolloutBatch:
                     completion_ids: list[list[list[int]]] | None = None,
                     finish_reasons: list[list[str]] | None = None,
                     sampler_logprobs: list[list[list[float]]] | None = None,
-                    group_columns: dict[str, list] | None = None, policy_version: int = 0) -> "RolloutBatch":
+                    group_columns: dict[str, list] | None = None, policy_version: int = 0,
+                    completion_masks: list[list[list[int]]] | None = None,
+                    turns: list[list[list[dict[str, Any]]]] | None = None) -> "RolloutBatch":
         """A record from per-group lists (``completions[b]`` are group b's G_b completions)."""
         flat = lambda x: None if x is None else [c for grp in x for c in grp]  # noqa: E731
         return cls(prompts=list(prompts), prompt_ids=[list(p) for p in prompt_ids],
@@ -90,7 +104,7 @@ class RolloutBatch:
                    completions=flat(completions), completion_ids=flat(completion_ids),
                    finish_reasons=flat(finish_reasons), sampler_logprobs=flat(sampler_logprobs),
                    group_columns={k: list(v) for k, v in (group_columns or {}).items()},
-                   policy_version=policy_version)
+                   policy_version=policy_version, completion_masks=flat(completion_masks), turns=flat(turns))
 
     def with_prompts(self, prompts: list[Any], group_columns: dict[str, list] | None = None,
                      policy_version: int | None = None) -> "RolloutBatch":
@@ -134,17 +148,23 @@ class RolloutBatch:
             names |= {"prompt", *ALIASES}
         if self.completion_ids is not None:
             names.add("completion_ids")
+        if self.turns is not None:
+            names.add("tool_calls")
         return names
 
     def column(self, name: str) -> list:
         """Column ``name`` with one value per completion (group columns repeated over the group).
 
-        ``prompt`` (and ``prompts``) is the group's prompt; ``completion_ids`` the sampled tokens."""
+        ``prompt`` (and ``prompts``) is the group's prompt; ``completion_ids`` the sampled tokens;
+        ``tool_calls`` (multi-turn) each completion's calls, in order: dicts with ``tool``, ``call``,
+        ``status`` and ``output`` (see :func:`tool_calls`)."""
         name = ALIASES.get(name, name)
         if name in self.item_columns:
             return self.item_columns[name]
         if name == "completion_ids" and self.completion_ids is not None:
             return self.completion_ids
+        if name == "tool_calls" and self.turns is not None:
+            return [tool_calls(t) for t in self.turns]
         per_group = self.prompts if name == "prompt" else self.group_columns.get(name)
         if per_group is None:
             raise KeyError(f"the batch has no column {name!r}; its columns: {', '.join(sorted(self.column_names()))}")
@@ -166,7 +186,8 @@ class RolloutBatch:
             policy_version=self.policy_version,
             rewards={k: pick(v) for k, v in self.rewards.items()},
             reward_errors={k: pick(v) for k, v in self.reward_errors.items()},
-            reward=pick(self.reward) if self.reward else [], ref_logprobs=pick(self.ref_logprobs))
+            reward=pick(self.reward) if self.reward else [], ref_logprobs=pick(self.ref_logprobs),
+            completion_masks=pick(self.completion_masks), turns=pick(self.turns))
 
     @classmethod
     def concat(cls, parts: Sequence["RolloutBatch"]) -> "RolloutBatch":
@@ -201,7 +222,8 @@ class RolloutBatch:
                    group_columns=cat_dict("group_columns"), item_columns=cat_dict("item_columns"),
                    policy_version=min(p.policy_version for p in parts),
                    rewards=cat_dict("rewards"), reward_errors=cat_dict("reward_errors"),
-                   reward=cat("reward"), ref_logprobs=cat("ref_logprobs"))
+                   reward=cat("reward"), ref_logprobs=cat("ref_logprobs"),
+                   completion_masks=cat("completion_masks"), turns=cat("turns"))
 
     # ------------------------------------------------------------------ output
     def score_fields(self, i: int) -> dict[str, Any]:
@@ -224,6 +246,16 @@ class RolloutBatch:
         if unknown:
             raise ValueError(f"not rollout-batch fields: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+def tool_calls(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tool calls of one completion's turns, as rewards see them (the ``tool_calls`` column).
+
+    >>> tool_calls([{"start": 0, "end": 5, "tool": "calculator", "call": "2*3", "status": "ok",
+    ...              "output": "6", "tool_s": 0.0, "inserted": [5, 8]}, {"start": 8, "end": 9}])
+    [{'tool': 'calculator', 'call': '2*3', 'status': 'ok', 'output': '6'}]
+    """
+    return [{k: t[k] for k in ("tool", "call", "status", "output")} for t in turns if "status" in t]
 
 
 def _deprecated(old: str, new: str):

@@ -20,6 +20,28 @@ from grpo_kit.config import Scope
 from grpo_kit.contract import (REWARDS, BoundReward, RewardFn, bind, completion_text,  # noqa: F401
                                reward, reward_scope, reward_settings)
 from grpo_kit.errors import ConfigError
+from grpo_kit.tools.base import ToolSpec, calculator_spec, python_spec, tool_spec
+
+BUILTIN_TOOLS = ("calculator", "python")
+
+
+def get_tool(spec: str, python: dict[str, Any] | None = None) -> tuple[ToolSpec, Any]:
+    """A tool by name (``calculator``, ``python``) or as ``path/to/file.py:function`` /
+    ``package.module:function`` (a function marked with :func:`grpo_kit.tools.tool`): its
+    :class:`~grpo_kit.tools.base.ToolSpec` and the function (None for the built-ins, which the
+    rollout runs itself). ``python``: the sandbox's settings."""
+    if spec == "calculator":
+        return calculator_spec(), None
+    if spec == "python":
+        return python_spec(python or {}), None
+    if ":" not in spec:
+        raise ConfigError(f"unknown tool {spec!r}; the built-in tools: {', '.join(BUILTIN_TOOLS)} (or give a "
+                          "user tool as path/to/file.py:function or package.module:function, marked @tool)")
+    fn = _load_user_reward(spec, what="tool")
+    try:
+        return tool_spec(fn, spec), fn
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def known_rewards() -> list[str]:
@@ -50,14 +72,14 @@ def bind_reward(spec: str, args: dict[str, Any] | None = None, scope: Scope | No
     return bind(get_reward(spec), dict(args or {}), spec, scope)
 
 
-def _load_user_reward(spec: str) -> RewardFn:
+def _load_user_reward(spec: str, what: str = "reward") -> RewardFn:
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
-        raise ConfigError(f"reward {spec!r}: expected path/to/file.py:function or package.module:function")
+        raise ConfigError(f"{what} {spec!r}: expected path/to/file.py:function or package.module:function")
     if target.endswith(".py") or "/" in target or "\\" in target:
         path = Path(target).expanduser().resolve()
         if not path.is_file():
-            raise ConfigError(f"reward {spec!r}: file {path} does not exist")
+            raise ConfigError(f"{what} {spec!r}: file {path} does not exist")
         mod_name = f"grpo_kit_user_reward_{abs(hash(str(path)))}"
         module = sys.modules.get(mod_name)
         if module is None:
@@ -69,13 +91,13 @@ def _load_user_reward(spec: str) -> RewardFn:
                 mspec.loader.exec_module(module)
             except Exception as e:
                 del sys.modules[mod_name]
-                raise ConfigError(f"reward {spec!r}: loading {path} failed: {type(e).__name__}: {e}") from e
+                raise ConfigError(f"{what} {spec!r}: loading {path} failed: {type(e).__name__}: {e}") from e
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as e:
-            raise ConfigError(f"reward {spec!r}: cannot import module {target!r}: {e}") from e
+            raise ConfigError(f"{what} {spec!r}: cannot import module {target!r}: {e}") from e
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
-        raise ConfigError(f"reward {spec!r}: {target} has no function {attr!r}")
+        raise ConfigError(f"{what} {spec!r}: {target} has no function {attr!r}")
     return fn

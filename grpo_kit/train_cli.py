@@ -22,6 +22,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="override a config key, e.g. --set train.steps=10; seed=N changes every seed")
     p.add_argument("--output-dir", help="run folder (default runs/NAME-TIME)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    p.add_argument("--demo", choices=["sums", "tools"], default="sums",
+                   help="with no CONFIG: sums (a+b=, the default) or tools (a*b= with a calculator tool)")
     p.set_defaults(func=run_train)
 
     e = sub.add_parser("eval", help="pass@k and mean@k of a model on a task's test split")
@@ -69,7 +71,9 @@ def run_train(args: argparse.Namespace) -> int:
     from grpo_kit.train.trainer import Trainer
 
     quiet_hf()
-    cfg, is_demo = resolve_train_config(args.config, args.set)
+    if args.config is not None and args.demo != "sums":
+        raise ConfigError("--demo chooses the built-in demo, which runs without a CONFIG: drop one of them")
+    cfg, is_demo = resolve_train_config(args.config, args.set, args.demo)
     if args.resume and not args.output_dir:
         raise ConfigError("--resume needs --output-dir: the run folder to continue")
     if dist.launched() and not (args.output_dir or cfg.run.output_dir):
@@ -79,7 +83,7 @@ def run_train(args: argparse.Namespace) -> int:
                    f"runs/{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     main = int(os.environ.get("RANK", "0")) == 0
     if is_demo:
-        cfg = _prepare_demo(cfg, run_dir, main)
+        cfg = _prepare_demo(cfg, run_dir, main, args.demo)
     if main:
         print(f"grpo-kit train: run folder {run_dir}", file=sys.stderr)
     try:
@@ -96,24 +100,26 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare_demo(cfg, run_dir: Path, main: bool = True):
+def _prepare_demo(cfg, run_dir: Path, main: bool = True, demo: str = "sums"):
     """The demo's tiny model, built in the run folder (under torchrun by rank 0; the others wait
-    for its file to appear, at most a minute)."""
-    from grpo_kit.demo import build_tiny_model
+    for its file to appear, at most a minute; the tools demo's takes longer to warm-start)."""
+    from grpo_kit.demo import build_tiny_model, build_tools_model
+
+    build = build_tools_model if demo == "tools" else build_tiny_model
 
     model_dir = run_dir / "base-model"
     if main and not (model_dir / "config.json").exists():
         print("grpo-kit train: building the tiny demo model (a few seconds)", file=sys.stderr)
-        build_tiny_model(model_dir / "tmp", seed=cfg.train.seed)
+        build(model_dir / "tmp", seed=cfg.train.seed)
         for f in (model_dir / "tmp").iterdir():  # config.json last: its presence means complete
             if f.name != "config.json":
                 f.replace(model_dir / f.name)
         (model_dir / "tmp" / "config.json").replace(model_dir / "config.json")
         (model_dir / "tmp").rmdir()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + (60 if demo == "sums" else 300)
     while not (model_dir / "config.json").exists():
         if time.monotonic() > deadline:
-            raise ConfigError(f"{model_dir}: rank 0 did not build the demo model within 60 s")
+            raise ConfigError(f"{model_dir}: rank 0 did not build the demo model in time")
         time.sleep(0.2)
     return cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": str(model_dir)})})
 

@@ -30,11 +30,15 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from grpo_kit.contract import RewardOutputError, call_reward, check_output  # noqa: F401  (the last two: moved, kept for one version)
-from grpo_kit.registry import bind_reward
+from grpo_kit.registry import bind_reward, get_tool
 
 # A reward is sent to workers as (spec, args): a registry name or "file.py:fn" plus its settings.
 # (The scope is the scorer's business: a worker just calls the function on what it is sent.)
 RewardRef = tuple[str, tuple[tuple[str, Any], ...]]
+TOOL_TASK = "tool:"
+"""A spec starting with it is a user tool's call (:mod:`grpo_kit.tools`), not a reward: the task's
+``columns["arguments"]`` holds one keyword-argument dict per call, and its values are the
+functions' results as text."""
 
 
 @dataclass
@@ -77,9 +81,14 @@ def _run_task(cache: dict, task_id: int, ref: RewardRef, completions: list, colu
     try:
         key = pickle.dumps(ref)  # settings may hold lists or dicts: not hashable, but picklable
         fn = cache.get(key)
-        if fn is None:
-            fn = cache[key] = bind_reward(ref[0], dict(ref[1]))
-        reply = (task_id, "ok", call_reward(fn, completions, columns))
+        if ref[0].startswith(TOOL_TASK):
+            if fn is None:
+                fn = cache[key] = get_tool(ref[0][len(TOOL_TASK):])[1]
+            reply = (task_id, "ok", [str(fn(**a)) for a in columns["arguments"]])
+        else:
+            if fn is None:
+                fn = cache[key] = bind_reward(ref[0], dict(ref[1]))
+            reply = (task_id, "ok", call_reward(fn, completions, columns))
     except Exception as e:  # a reward's failure is data, reported to the caller
         tb = traceback.extract_tb(e.__traceback__)
         where = f" (at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno})" if tb else ""

@@ -11,12 +11,23 @@ __all__ = ["Sampler", "SamplingConfig", "Sampled", "make_sampler"]
 
 
 def make_sampler(name: str, model, tokenizer, cfg: SamplingConfig, *, logprobs: bool = True,
-                 model_path: str | None = None, engine=None) -> Sampler:
+                 model_path: str | None = None, engine=None, tools=None) -> Sampler:
     """The sampler called ``name`` for ``model``; ``logprobs``: return the sampled tokens' log-probs.
 
     ``vllm`` only: ``model_path``, the checkpoint the engine loads (the policy's), and ``engine``, a
-    :class:`~grpo_kit.rollout.vllm.VLLMConfig`.
+    :class:`~grpo_kit.rollout.vllm.VLLMConfig`. ``tools``: a
+    :class:`~grpo_kit.rollout.multiturn.ToolsConfig`; with tools named, the sampler is wrapped in a
+    :class:`~grpo_kit.rollout.multiturn.MultiTurnSampler`.
     """
+    inner = _make(name, model, tokenizer, cfg, logprobs=logprobs, model_path=model_path, engine=engine)
+    if tools is not None and tools.names:
+        from grpo_kit.rollout.multiturn import MultiTurnSampler
+
+        return MultiTurnSampler(inner, tokenizer, tools, cfg)
+    return inner
+
+
+def _make(name: str, model, tokenizer, cfg: SamplingConfig, *, logprobs: bool, model_path, engine) -> Sampler:
     from grpo_kit.config import ConfigError
 
     if name == "hf":

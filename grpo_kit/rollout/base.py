@@ -42,15 +42,32 @@ class Sampled:
     texts: list[str]  # [G]
     finish_reasons: list[str]  # [G] "stop" | "length"
     logprobs: list[list[float]] | None  # [G][T_i] the sampler's log-probs of its tokens
+    masks: list[list[int]] | None = None  # [G][T_i] multi-turn: 1 sampled, 0 inserted by a tool
+    turns: list[list[dict]] | None = None  # [G] multi-turn: each completion's turns
+
+
+@dataclass
+class TurnOut:
+    """One turn of one row, as :meth:`generate_turns` returns it: the tokens sampled, their
+    log-probs (None without), why it ended (``"eos"``, ``"stop"``: a stop string, ``"length"``: its
+    token limit) and, where the engine says, how many context tokens came from its prefix cache."""
+
+    ids: list[int]
+    logprobs: list[float] | None
+    reason: str
+    cached_tokens: int | None = None
 
 
 def to_rollout_batch(prompt_ids: list[list[int]], sampled: list[Sampled]) -> RolloutBatch:
     """The record of ``sampled[b]``, the completions of ``prompt_ids[b]`` (prompts unattributed)."""
     has_lp = all(s.logprobs is not None for s in sampled)
+    multi = bool(sampled) and all(s.turns is not None for s in sampled)
     return RolloutBatch.from_groups(
         prompts=[None] * len(prompt_ids), prompt_ids=prompt_ids, completions=[s.texts for s in sampled],
         completion_ids=[s.completion_ids for s in sampled], finish_reasons=[s.finish_reasons for s in sampled],
-        sampler_logprobs=[s.logprobs for s in sampled] if has_lp else None)
+        sampler_logprobs=[s.logprobs for s in sampled] if has_lp else None,
+        completion_masks=[s.masks for s in sampled] if multi else None,
+        turns=[s.turns for s in sampled] if multi else None)
 
 
 def prompt_seed(seed: int, key: int) -> int:
@@ -85,4 +102,18 @@ class Sampler(Protocol):
 
     def sync_weights(self, model) -> None:
         """Make the sampler use ``model``'s current weights (after an optimizer step)."""
+        ...
+
+
+class TurnSampler(Sampler, Protocol):
+    """A sampler that can also continue given contexts one turn at a time (multi-turn rollouts,
+    :mod:`grpo_kit.rollout.multiturn`)."""
+
+    lockstep: bool
+    """Every rank must call :meth:`generate_turns` as often as the others (a sharded hf model)."""
+
+    def generate_turns(self, contexts: list[list[int]], seeds: list[int], max_new: list[int],
+                       stop: list[str]) -> list[TurnOut]:
+        """One completion of each context (token ids), row i drawn with ``seeds[i]``, at most
+        ``max_new[i]`` tokens, ending at eos or at the first of the ``stop`` strings (kept)."""
         ...

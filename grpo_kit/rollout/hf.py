@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper,
-                          TopKLogitsWarper, TopPLogitsWarper)
+from transformers import (GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria,
+                          StoppingCriteriaList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
 from grpo_kit.dist import gathered, many_ranks
 from grpo_kit.records import RolloutBatch
-from grpo_kit.rollout.base import Sampled, SamplingConfig, prompt_keys, prompt_seed, to_rollout_batch
+from grpo_kit.rollout.base import Sampled, SamplingConfig, TurnOut, prompt_keys, prompt_seed, to_rollout_batch
 
 
 class _RecordLogprobs(LogitsProcessor):
@@ -59,6 +59,34 @@ class _PromptNoise(LogitsProcessor):
         V = scores.shape[-1]
         u = torch.cat([torch.rand((self.G, V), generator=g, device=scores.device) for g in self.gens])  # [B*G, V]
         return scores.float() - torch.log(-torch.log(u.clamp(min=1e-20)))
+
+
+class _TurnEnd(StoppingCriteria):
+    """Ends each row of a turn at eos, at a stop string or at its own token limit, and records where
+    and why (``generate`` itself stops a batch, not a row, at ``max_new_tokens``). A stop string is
+    looked for in the decoded last few tokens, enough to hold the longest one: a string found there
+    was not wholly inside the previous step's window, so each row ends at its first occurrence."""
+
+    def __init__(self, tokenizer, stops: list[str], eos_ids: list[int], start: int, max_new: list[int]):
+        self.tokenizer, self.stops, self.eos, self.start, self.max_new = tokenizer, stops, set(eos_ids), start, max_new
+        self.window = max((len(s) for s in stops), default=0) + 1  # every token is at least one character
+        self.end: list[int | None] = [None] * len(max_new)
+        self.reason: list[str | None] = [None] * len(max_new)
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        n = input_ids.shape[1] - self.start  # tokens generated so far
+        open_rows = [i for i, e in enumerate(self.end) if e is None]
+        last = input_ids[:, -1].tolist()
+        tails = (self.tokenizer.batch_decode(input_ids[open_rows, max(self.start, input_ids.shape[1] - self.window):])
+                 if self.stops and open_rows else [""] * len(open_rows))
+        for i, tail in zip(open_rows, tails):
+            if last[i] in self.eos:
+                self.end[i], self.reason[i] = n, "eos"
+            elif any(s in tail for s in self.stops):
+                self.end[i], self.reason[i] = n, "stop"
+            elif n >= self.max_new[i]:
+                self.end[i], self.reason[i] = n, "length"
+        return torch.tensor([e is not None for e in self.end], device=input_ids.device)
 
 
 class HFSampler:
@@ -110,6 +138,46 @@ class HFSampler:
         logp = recorder.finish(new[:, -1]) if recorder is not None and new.shape[1] else None  # [B*G, T]
         return to_rollout_batch(prompt_ids, self._split(new.tolist(), logp.tolist() if logp is not None else None,
                                                         len(prompt_ids)))
+
+    @property
+    def lockstep(self) -> bool:
+        return many_ranks()  # a sharded model's generate needs every rank
+
+    @torch.no_grad()
+    def generate_turns(self, contexts: list[list[int]], seeds: list[int], max_new: list[int],
+                       stop: list[str]) -> list[TurnOut]:
+        """See :class:`~grpo_kit.rollout.base.TurnSampler`: one row per context, each with its own
+        Gumbel noise stream (``seeds[i]``), so a row does not depend on the rows beside it."""
+        c, dev = self.cfg, self.model.device
+        width, pad = max(len(p) for p in contexts), self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in contexts], device=dev)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in contexts], device=dev)
+        recorder = _RecordLogprobs() if self.logprobs else None
+        procs = [TemperatureLogitsWarper(c.temperature)] if c.temperature != 1.0 else []
+        if c.top_k:
+            procs.append(TopKLogitsWarper(c.top_k))
+        if c.top_p < 1.0:
+            procs.append(TopPLogitsWarper(c.top_p))
+        ends = _TurnEnd(self.tokenizer, stop, self.eos_ids, width, max_new)
+        gen = self._generation_config()
+        gen.max_new_tokens, gen.stop_strings = max(max_new), None
+        was_training = self.model.training
+        self.model.eval()
+        with gathered(self.model):
+            out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=gen,
+                                      logits_processor=LogitsProcessorList([*procs, *([recorder] if recorder else []),
+                                                                            _PromptNoise(seeds, 1, dev)]),
+                                      stopping_criteria=StoppingCriteriaList([ends]), synced_gpus=many_ranks())
+        self.model.train(was_training)
+        new = out.sequences[:, width:]  # [R, T]
+        logp = recorder.finish(new[:, -1]).tolist() if recorder is not None and new.shape[1] else None
+        rows = new.tolist()
+        turns = []
+        for i, seq in enumerate(rows):
+            n = ends.end[i] if ends.end[i] is not None else len(seq)
+            reason = ends.reason[i] or "length"
+            turns.append(TurnOut(seq[:n], logp[i][:n] if logp is not None else None, reason))
+        return turns
 
     def _split(self, seqs: list[list[int]], logps, n_prompts: int) -> list[Sampled]:
         G = self.cfg.n

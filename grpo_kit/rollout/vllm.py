@@ -76,7 +76,7 @@ from grpo_kit.config import ConfigError, Strict
 from grpo_kit.dist import many_ranks
 from grpo_kit.lora import hf_weights
 from grpo_kit.records import RolloutBatch
-from grpo_kit.rollout.base import Sampled, SamplingConfig, prompt_keys, prompt_seed, to_rollout_batch
+from grpo_kit.rollout.base import Sampled, SamplingConfig, TurnOut, prompt_keys, prompt_seed, to_rollout_batch
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +172,10 @@ class VLLMSampler:
             raise
         self._check_tokenizer()
 
-    def _check_tokenizer(self) -> None:
+    def _check_tokenizer(self, stops: bool = False) -> None:
         """vLLM loads its own tokenizer from ``model_path`` (it matches stop strings with it); a
         different class can map ids differently (see ``grpo_kit.train.models.load_tokenizer``)."""
-        if not self.cfg.stop:
+        if not (self.cfg.stop or stops):
             return
         theirs = self.llm.get_tokenizer()
         probe = sorted(self.tokenizer.get_vocab().items(), key=lambda kv: kv[1])[:1000]
@@ -203,6 +203,38 @@ class VLLMSampler:
             self.llm.sleep(level=1)
             self._asleep = True
         return to_rollout_batch(prompt_ids, [self._to_sampled(o) for o in outs])
+
+    lockstep = False  # each rank's engine is its own
+
+    def generate_turns(self, contexts: list[list[int]], seeds: list[int], max_new: list[int],
+                       stop: list[str]) -> list[TurnOut]:
+        """See :class:`~grpo_kit.rollout.base.TurnSampler`: one request per context, which vLLM's
+        prefix cache (``vllm.enable_prefix_caching``) continues from the blocks it already holds:
+        ``TurnOut.cached_tokens`` is the request's ``num_cached_tokens``."""
+        from vllm import SamplingParams
+
+        if stop and not getattr(self, "_stops_checked", False):
+            self._check_tokenizer(stops=True)
+            self._stops_checked = True
+        c = self.cfg
+        params = [SamplingParams(n=1, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, max_tokens=m,
+                                 stop=stop or None, include_stop_str_in_output=True, stop_token_ids=self.eos_ids,
+                                 seed=s, logprobs=0 if self.logprobs else None) for s, m in zip(seeds, max_new)]
+        self._wake()
+        outs = self.llm.generate([{"prompt_token_ids": list(p)} for p in contexts], params, use_tqdm=False)
+        turns = []
+        for o in outs:
+            done = o.outputs[0]
+            if done.finish_reason == "length":
+                reason = "length"
+            elif done.finish_reason == "stop":  # stop_reason: the stop string, or a token id / None (eos)
+                reason = "stop" if isinstance(done.stop_reason, str) else "eos"
+            else:
+                raise RuntimeError(f"vLLM finished a turn with reason {done.finish_reason!r}")
+            ids = list(done.token_ids)
+            lps = [step[t].logprob for t, step in zip(ids, done.logprobs)] if self.logprobs else None
+            turns.append(TurnOut(ids, lps, reason, getattr(o, "num_cached_tokens", None)))
+        return turns
 
     def _wake(self, tags: list[str] | None = None) -> None:
         if self._asleep:

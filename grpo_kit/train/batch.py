@@ -23,7 +23,7 @@ class Batch:
     input_ids: torch.Tensor  # [N, P+T]  N = B*G sequences
     attention_mask: torch.Tensor  # [N, P+T]
     completion_ids: torch.Tensor  # [N, T]
-    completion_mask: torch.Tensor  # [N, T] 1 on sampled tokens
+    completion_mask: torch.Tensor  # [N, T] 1 on sampled tokens (0 on padding and on a tool's output)
     rewards: torch.Tensor  # [B, G] combined reward, NaN where no reward applied
     truncated: torch.Tensor  # [N] bool, cut at max_new_tokens
     sampler_logp: torch.Tensor | None  # [N, T]
@@ -77,12 +77,13 @@ def make_batch(rb: RolloutBatch, pad_id: int, device: torch.device,
     ids, att, comp, cmask, lps, refs = [], [], [], [], [], []
     has_lp, has_ref = rb.sampler_logprobs is not None, rb.ref_logprobs is not None
     for i, c in enumerate(rb.completion_ids):
+        m = [1] * len(c) if rb.completion_masks is None else list(rb.completion_masks[i])  # 0: a tool's
         p = rb.prompt_ids[rb.group_index[i]]
         lp, rp = P - len(p), T - len(c)
         ids.append([pad_id] * lp + list(p) + list(c) + [pad_id] * rp)
         att.append([0] * lp + [1] * (len(p) + len(c)) + [0] * rp)
         comp.append(list(c) + [pad_id] * rp)
-        cmask.append([1] * len(c) + [0] * rp)
+        cmask.append(m + [0] * rp)
         if has_lp:
             lps.append(list(rb.sampler_logprobs[i]) + [0.0] * rp)
         if has_ref:
@@ -112,6 +113,8 @@ class Masks:
         lens = [len(c) for c in rb.completion_ids]
         T = max(1, max(lens))
         mask = torch.arange(T)[None, :] < torch.tensor(lens)[:, None]  # [N, T]
+        if rb.completion_masks is not None:  # multi-turn: 0 on the tokens a tool inserted
+            mask = torch.tensor([list(m) + [0] * (T - len(m)) for m in rb.completion_masks]).bool()
         G = len(rb.groups()[0])
         rewards = torch.tensor([float("nan") if r is None else r for r in rb.reward], dtype=torch.float32)
         total = [len(rb.prompt_ids[rb.group_index[i]]) + n for i, n in enumerate(lens)]

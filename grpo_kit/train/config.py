@@ -20,6 +20,7 @@ from grpo_kit.algorithms.advantages import ADVANTAGE_ESTIMATORS
 from grpo_kit.algorithms.losses import AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES, policy_loss_settings
 from grpo_kit.config import RewardConfig, ScoringConfig, Strict, apply_override, build_config, unique_reward_keys
 from grpo_kit.rollout.base import SamplingConfig
+from grpo_kit.rollout.multiturn import ToolsConfig
 from grpo_kit.rollout.vllm import VLLMConfig
 from tasks.config import TaskConfig
 
@@ -354,6 +355,8 @@ class TrainConfig(Strict):
                                            "(a colocated vLLM engine, weights synced in place)")
     vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="engine settings (sampler: vllm)")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig, description="tools the model may call while it "
+                               "samples (multi-turn rollouts); off unless tools.names is set")
     algorithm: AlgorithmConfig = Field(default_factory=GRPOConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: LoopConfig = Field(default_factory=LoopConfig)
@@ -430,18 +433,19 @@ class TrainConfig(Strict):
 # --------------------------------------------------------------------------- resolution
 
 
-def resolve_train_config(config: str | None, sets: list[str]) -> tuple[TrainConfig, bool]:
-    """The config of ``grpo-kit train [CONFIG] [--set KEY=VALUE ...]``, and whether it is the demo.
+def resolve_train_config(config: str | None, sets: list[str], demo: str = "sums") -> tuple[TrainConfig, bool]:
+    """The config of ``grpo-kit train [CONFIG] [--set KEY=VALUE ...]``, and whether it is the demo
+    (``demo``: which one, ``sums`` or ``tools``).
 
     ``--set seed=N`` sets every seed (``train.seed``, and ``sampling.seed`` and ``task.args.seed``
     where the config has them). ``--set algorithm.type=T`` switching to another type starts that
     type's block afresh: the file's ``algorithm`` keys are dropped (named on stderr) and the keys set
     on the command line kept, so ``--set algorithm.type=ppo`` brings PPO's defaults."""
     from grpo_kit.config import read_yaml
-    from grpo_kit.demo import demo_config
+    from grpo_kit.demo import demo_config, tools_demo_config
 
     if config is None:
-        data, source = demo_config(), "built-in demo"
+        data, source = (tools_demo_config() if demo == "tools" else demo_config()), f"built-in demo ({demo})"
     else:
         data, source = read_yaml(config), str(config)
     return build_config(apply_overrides(data, sets), TrainConfig, source), config is None

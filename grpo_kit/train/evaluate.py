@@ -47,14 +47,15 @@ def evaluate(cfg: TrainConfig, *, run_dir: Path | None = None, checkpoint: str |
     rows = [ds[i] for i in range(min(len(ds), limit or len(ds)))]
     model, tok, _, _ = load_policy(model_cfg)
     sampler = make_sampler(cfg.sampler, model, tok, cfg.sampling.model_copy(update={"n": k}), logprobs=False,
-                           model_path=model_cfg.path, engine=cfg.vllm)
+                           model_path=model_cfg.path, engine=cfg.vllm, tools=cfg.tools)
     rewards = cfg.rewards if cfg.rewards is not None else task.default_rewards
     out_rows: list[dict[str, Any]] = []
     columns = sorted({k for r in rows for k in r} - {"prompt"})
     with Scorer(rewards, cfg.scoring) as scorer:
         for s in range(0, len(rows), batch_prompts):
             chunk = rows[s:s + batch_prompts]
-            rb = sampler.sample([encode_prompt(tok, r["prompt"]) for r in chunk], seed=cfg.train.seed + s)
+            rb = sampler.sample([encode_prompt(tok, r["prompt"], tools=getattr(sampler, "chat_tools", None))
+                                 for r in chunk], seed=cfg.train.seed + s)
             rb = rb.with_prompts([r["prompt"] for r in chunk], {k: [r.get(k) for r in chunk] for k in columns})
             scorer.score_batch(rb)
             out_rows += [{"prompt_index": s + rb.group_index[i], "prompt": rb.prompts[rb.group_index[i]],

@@ -79,15 +79,17 @@ def load_policy(cfg: ModelConfig, local_rank: int = 0):
     return model, tok, device, autocast
 
 
-def encode_prompt(tokenizer, prompt: Any) -> list[int]:
-    """Token ids of a prompt: a string as is, a list of chat messages through the chat template."""
+def encode_prompt(tokenizer, prompt: Any, tools: list[dict] | None = None) -> list[int]:
+    """Token ids of a prompt: a string as is, a list of chat messages through the chat template
+    (``tools``: function schemas the template shows the model, ``tools.format: chat``)."""
     if isinstance(prompt, str):
         return list(tokenizer(prompt)["input_ids"])
     if isinstance(prompt, list):
         if tokenizer.chat_template is None:
             raise ConfigError("the prompts are chat messages but the tokenizer has no chat template; "
                               "use a base-model template (task.prompt_style: base)")
-        out = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+        out = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                            **({"tools": tools} if tools else {}))
         if hasattr(out, "keys") and "input_ids" in out:
             out = out["input_ids"]
         return list(out)

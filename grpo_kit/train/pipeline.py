@@ -341,7 +341,7 @@ class _RolloutProcess:
         self.ref = self._reference(cfg) if cfg.train.ref_in_rollout else None
         self.sampler = make_sampler(cfg.sampler, self.model, tokenizer, cfg.sampling,
                                     logprobs=algorithm.needs_sampler_logprobs, model_path=cfg.model.path,
-                                    engine=cfg.vllm)
+                                    engine=cfg.vllm, tools=cfg.tools)
         self.scorer = Scorer(rewards, cfg.scoring)
         from grpo_kit.dist import World
 
@@ -429,6 +429,8 @@ class _RolloutProcess:
 
     def close(self) -> None:
         self.scorer.close()
+        if hasattr(self.sampler, "close"):
+            self.sampler.close()
 
 
 def _say(msg: str, every_rank: bool = False) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from grpo_kit.errors import ConfigError
 from grpo_kit.records import RolloutBatch
+from grpo_kit.rollout.multiturn import tool_metrics
 from grpo_kit.train.models import encode_prompt
 
 
@@ -64,7 +65,11 @@ class Rollouts:
                version: int = 0) -> RolloutBatch:
         """G completions for each dataset row, attributed to its prompt and columns; ``keys`` seed
         each prompt (see :func:`~grpo_kit.rollout.base.prompt_seed`); ``version``: the weights'."""
-        prompt_ids = [encode_prompt(self.tokenizer, r["prompt"]) for r in rows]
+        chat_tools = getattr(self.sampler, "chat_tools", None)
+        if chat_tools and not all(isinstance(r["prompt"], list) for r in rows):
+            raise ConfigError("tools.format: chat needs chat prompts (lists of messages); this task's are text "
+                              "(use tools.format: fenced or tag, or task.prompt_style: chat)")
+        prompt_ids = [encode_prompt(self.tokenizer, r["prompt"], tools=chat_tools) for r in rows]
         rb = self.sampler.sample(prompt_ids, seed, keys)
         columns = {k: [r.get(k) for r in rows] for k in sorted({k for r in rows for k in r} - {"prompt"})}
         return rb.with_prompts([r["prompt"] for r in rows], columns, policy_version=version)
@@ -124,4 +129,4 @@ class Rollouts:
         spare = RolloutBatch.concat(dropped)
         batch = RolloutBatch.concat(kept + [spare.select_groups(range(min(filled, spare.num_groups)))])
         return batch, {"time/sample": t_sample, "time/score": t_score, "dynamic/rounds": r + 1,
-                       "dynamic/filled_groups": filled if algo.dynamic_sampling else 0}
+                       "dynamic/filled_groups": filled if algo.dynamic_sampling else 0, **tool_metrics(batch)}

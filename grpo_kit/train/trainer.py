@@ -126,7 +126,7 @@ class Trainer:
         if not self.async_level:
             self.sampler = make_sampler(cfg.sampler, self.model, self.tokenizer, cfg.sampling,
                                         logprobs=self.algorithm.needs_sampler_logprobs, model_path=cfg.model.path,
-                                        engine=cfg.vllm)
+                                        engine=cfg.vllm, tools=cfg.tools)
             self.scorer = Scorer(self.rewards, cfg.scoring)
             self.rollouts = Rollouts(cfg, self.dataset, self.tokenizer, self.sampler, self.scorer, self.algorithm,
                                      self.world, self._say)
@@ -427,6 +427,8 @@ class Trainer:
             self.pipeline.close()
         if self.scorer is not None:
             self.scorer.close()
+        if hasattr(self.sampler, "close"):
+            self.sampler.close()
         if self.logger is not None:
             self.logger.close()
 
