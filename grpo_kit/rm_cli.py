@@ -51,23 +51,33 @@ def run_rm_train(args: argparse.Namespace) -> int:
     from grpo_kit import dist
 
     quiet_hf()
-    if dist.launched():
-        raise ConfigError("rm train runs in one process: it does not run under torchrun yet (every rank "
-                          "would train its own copy into one folder); run it without torchrun")
     cfg, is_demo = resolve_rm_config(args.config, args.set)
     if args.resume and not args.output_dir:
         raise ConfigError("--resume needs --output-dir: the run folder to continue")
+    if dist.launched() and not (args.output_dir or cfg.run.output_dir):
+        raise ConfigError("under torchrun give --output-dir (or run.output_dir): every rank must write "
+                          "to the same run folder, on a filesystem they share")
     run_dir = Path(args.output_dir or cfg.run.output_dir or
                    f"runs/{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    say = lambda msg: print(f"grpo-kit rm train: {msg}", file=sys.stderr)  # noqa: E731
-    say(f"run folder {run_dir}")
-    if is_demo:
-        from grpo_kit.rm.demo import prepare_demo
+    try:
+        world = dist.init_distributed(cfg.distributed.timeout_s)  # a single process without torchrun
 
-        say("demo: a tiny model (124k parameters, built locally) learns to prefer the right sum of a+b= "
-            "over a wrong one from 1,440 generated pairs; 360 held-out pairs test it")
-        cfg = prepare_demo(cfg, run_dir)
-    out = RMTrainer(cfg, run_dir, resume=args.resume).train()
+        def say(msg: str) -> None:  # rank 0 speaks for the job
+            if world.is_main:
+                print(f"grpo-kit rm train: {msg}", file=sys.stderr)
+
+        say(f"run folder {run_dir}" + (f", {world.size} ranks" if world.distributed else ""))
+        if is_demo:
+            from grpo_kit.rm.demo import prepare_demo
+
+            say("demo: a tiny model (124k parameters, built locally) learns to prefer the right sum of a+b= "
+                "over a wrong one from 1,440 generated pairs; 360 held-out pairs test it")
+            cfg = world.broadcast_object(prepare_demo(cfg, run_dir) if world.is_main else None)  # rank 0 builds it
+        out = RMTrainer(cfg, run_dir, resume=args.resume).train()
+    finally:
+        dist.close_distributed()
+    if not world.is_main:
+        return 0
     stats = json.loads((out / "reward_stats.json").read_text())
     say(f"done; reward model {out} (an AutoModelForSequenceClassification; reward mean "
         f"{stats['reward_mean']:.3f}, std {stats['reward_std']:.3f} and pairwise accuracy {stats['accuracy']:.3f} "

@@ -1,8 +1,9 @@
 """The config of ``grpo-kit rm train``: one pydantic tree, validated at load, saved into the run folder.
 
-``model`` and ``optim`` are the training config's own blocks (:class:`~grpo_kit.train.config.ModelConfig`,
-LoRA included, and :class:`~grpo_kit.train.config.OptimConfig`); ``data``, ``loss`` and ``train``
-are the reward model's.
+``model``, ``optim`` and ``distributed`` are the training config's own blocks
+(:class:`~grpo_kit.train.config.ModelConfig`, LoRA included, :class:`~grpo_kit.train.config.OptimConfig`
+and :class:`~grpo_kit.train.config.DistributedConfig`); ``data``, ``loss`` and ``train`` are the
+reward model's.
 
     >>> from grpo_kit.config import load_config_text
     >>> cfg = load_config_text("model: {path: m}\\ndata: {train: t.jsonl}\\nloss: {center_coef: 0.01}", RMConfig)
@@ -21,7 +22,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from grpo_kit.config import Strict, apply_override, build_config
-from grpo_kit.train.config import ModelConfig, OptimConfig
+from grpo_kit.train.config import DistributedConfig, ModelConfig, OptimConfig
 
 
 class RMDataConfig(Strict):
@@ -52,9 +53,10 @@ class RMLoopConfig(Strict):
     epochs: float = Field(1.0, gt=0, description="passes over the training pairs (ignored when "
                           "`steps` is set)")
     steps: int | None = Field(None, ge=1, description="optimizer steps (default: from epochs)")
-    batch_size: int = Field(32, ge=1, description="pairs per optimizer step")
-    micro_batch_size: int | None = Field(None, ge=1, description="pairs per forward/backward "
-                                         "(gradient accumulation); default = batch_size")
+    batch_size: int = Field(32, ge=1, description="pairs per optimizer step (under torchrun: of all "
+                            "ranks together, a multiple of the number of ranks; each takes an equal share)")
+    micro_batch_size: int | None = Field(None, ge=1, description="pairs per forward/backward on each rank "
+                                         "(gradient accumulation); default = the rank's whole share")
     eval_every: int = Field(0, ge=0, description="evaluate on data.test every N steps (0 = at the end only)")
     eval_batch_size: int = Field(64, ge=1, description="pairs per forward pass in evaluation")
     save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
@@ -79,6 +81,8 @@ class RMConfig(Strict):
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-5))
     train: RMLoopConfig = Field(default_factory=RMLoopConfig)
     run: RMRunConfig = Field(default_factory=RMRunConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig,
+                                           description="under torchrun: FSDP2 and collective settings")
 
 
 def resolve_rm_config(config: str | None, sets: list[str]) -> tuple[RMConfig, bool]:
