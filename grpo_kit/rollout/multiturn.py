@@ -78,7 +78,11 @@ class Call:
 
 
 class TextFormat:
-    """A call written as text around one argument (``fenced`` and ``tag``)."""
+    """A call written as text around one argument (``fenced`` and ``tag``).
+
+    Every format's ``parse(text, start)`` finds the call that ends at the first of its stop
+    strings at or after ``start``: ``text`` is the turn's sampled text, preceded on a completion's
+    first turn by its prompt's (so a prompt may open the call, ``start`` = the prompt's length)."""
 
     name = ""
 
@@ -122,18 +126,16 @@ class Fenced(TextFormat):
     name = "fenced"
     stops = ["```\n"]
 
-    def parse(self, text: str) -> Call | None:
-        close = text.find("```\n")
+    def parse(self, text: str, start: int = 0) -> Call | None:
+        close = text.find("```\n", max(0, start - 3))
         if close < 0:
             return None
         open_ = text.rfind("```", 0, close)
-        if open_ < 0:
-            return Call(None, None, text[:close + 3][-200:], "a closing ``` fence with no opening ```TOOL fence")
-        head, _, body = text[open_ + 3:close].partition("\n")
+        head, _, body = text[open_ + 3:close].partition("\n") if open_ >= 0 else ("", "", "")
         lang = head.strip()
-        if not lang:
-            return Call(None, None, text[open_:close + 3][-200:],
-                        f"a fenced block must name its tool (```{next(iter(self.tools))})")
+        if not lang:  # a bare fence (generation stops at it): not a call of any tool
+            return Call(None, None, text[max(0, close - 200):close + 3],
+                        f"a bare ``` fence; a call names its tool: ```{next(iter(self.tools))} ... ```")
         return self._call(lang, body.removesuffix("\n"), text)
 
     def insert(self, tokenizer, turn_text: str, output: str) -> list[int]:
@@ -148,8 +150,9 @@ class Tag(TextFormat):
     def stops(self) -> list[str]:
         return [f"</{n}>" for n in self.tools]
 
-    def parse(self, text: str) -> Call | None:
-        hits = [(text.find(s), s) for s in self.stops if s in text]
+    def parse(self, text: str, start: int = 0) -> Call | None:
+        hits = [(text.find(s, max(0, start - len(s) + 1)), s) for s in self.stops]
+        hits = [h for h in hits if h[0] >= 0]
         if not hits:
             return None
         at, stop = min(hits)
@@ -173,8 +176,8 @@ class Chat:
     def __init__(self, tools: dict[str, ToolSpec]):
         self.tools = tools
 
-    def parse(self, text: str) -> Call | None:
-        end = text.find("</tool_call>")
+    def parse(self, text: str, start: int = 0) -> Call | None:
+        end = text.find("</tool_call>", max(0, start - 11))
         if end < 0:
             return None
         start = text.rfind("<tool_call>", 0, end)
@@ -226,8 +229,8 @@ class ToolsConfig(Strict):
     names: list[str] = Field(default_factory=list, description="the tools offered: calculator, python, or a "
                              "user tool as path/to/file.py:function (marked @grpo_kit.tools.tool); empty: off")
     format: str = Field("fenced", description=f"how calls are written: {', '.join(FORMATS)}")
-    max_turns: int = Field(4, ge=1, description="tool calls per completion; a call past it is not run and ends "
-                           "the completion")
+    max_turns: int = Field(4, ge=0, description="tool calls per completion; a call past it is not run and ends "
+                           "the completion (0: calls are recorded, never run)")
     max_tokens: int | None = Field(None, ge=1, description="each completion's token budget, sampled and "
                                    "inserted tokens together (default sampling.max_new_tokens)")
     max_output_chars: int = Field(1000, ge=1, description="a call's output beyond this is cut, with a marker")
@@ -397,7 +400,8 @@ class MultiTurnSampler:
             r.lps += out.logprobs if out.logprobs is not None else [0.0] * len(out.ids)
             r.turns.append(rec)
             text = self.tokenizer.decode(out.ids, skip_special_tokens=False)
-            call = self.format.parse(text) if out.reason == "stop" else None
+            lead = "" if rec["start"] else self._prompt_text(prompt_ids[where[i][0]])  # the prompt may open a call
+            call = self.format.parse(lead + text, len(lead)) if out.reason == "stop" else None
             if call is None:  # eos, the budget, or a stop string of sampling.stop
                 r.done, r.reason = True, "length" if out.reason == "length" else "stop"
                 r.messages.append({"role": "assistant", "content": self._text(out.ids)})
@@ -422,6 +426,9 @@ class MultiTurnSampler:
             r.lps += [0.0] * len(toks)
             r.messages += [{"role": "assistant", "content": self._text(rows[i].ids[rec["start"]:rec["end"]])},
                            {"role": "tool", "content": output}]
+
+    def _prompt_text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids[-256:], skip_special_tokens=False)
 
     def _text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -50,6 +50,7 @@ class RunLogger:
                 for i in members[:2]:
                     f.write(json.dumps({"step": step, "prompt": rb.prompts[b], "completion": rb.completions[i],
                                         **rb.score_fields(i), "finish_reason": rb.finish_reasons[i],
+                                        **({"tool_calls": rb.column("tool_calls")[i]} if rb.turns else {}),
                                         **{c: v[b] for c, v in rb.group_columns.items()}},
                                        ensure_ascii=False, default=str) + "\n")
 
