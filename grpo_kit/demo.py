@@ -193,7 +193,7 @@ def _warm_start(model, steps: int) -> float:
 TOOL_TOKENS = ["<pad>", "<eos>", *"0123456789", "*", "="]
 TOOL_TAGS = ["<calculator>", "</calculator>", "<output>", "</output>"]
 TOOLS_WARM_START = dict(batch_size=128, lr=3e-3, tool_rate=0.1, min_operand=10, max_operand=99)
-TOOLS_DEMO_STEPS = 300
+TOOLS_DEMO_STEPS = 500
 
 
 def tools_demo_config(seed: int = 0) -> dict[str, Any]:

@@ -68,4 +68,4 @@ def tool_failures(completions: list[Any], tool_calls: list[list[dict]], **_) -> 
     >>> tool_failures(["a", "b"], tool_calls=[[{"status": "ok"}, {"status": "timeout"}], []])
     [-1.0, 0.0]
     """
-    return [-float(sum(t.get("status") != "ok" for t in calls)) for calls in tool_calls]
+    return [0.0 - sum(t.get("status") != "ok" for t in calls) for calls in tool_calls]
