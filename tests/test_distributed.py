@@ -3,7 +3,8 @@
 - one step on 2 ranks equals one step in one process (grpo with KL, epochs and micro-batch
   accumulation; dr_grpo; REINFORCE++-baseline's batch std; PPO with its critic and whitening;
   a LoRA adapter on the sharded frozen base, whose sharded checkpoint resumes in one process;
-  packed, token-balanced micro-batches; asynchronous rollouts from rank 0's rollout process, 3 steps);
+  packed, token-balanced micro-batches; asynchronous rollouts from rank 0's rollout process, 3 steps;
+  multi-turn rollouts with the calculator tool, each rank's turns in lockstep);
 - the demo learns under torchrun, with the first steps' metrics equal to the single process's;
 - a sharded checkpoint resumes on 1 and on 2 ranks with the uninterrupted run's metrics, and
   exports to a folder transformers loads; vLLM engines per rank load the export and follow the
@@ -88,11 +89,24 @@ STEP_CONFIGS = {
     # with the weights of one step before (compared below)
     "async": {"algorithm": {"type": "grpo", "kl": {"beta": 0.04}, "tis_cap": 2.0}, "optim": {"lr": 1e-3},
               "train": {"steps": 3, "save_every": 1, "keep_last": 3, "async_level": 1}},
+    # multi-turn rollouts with the calculator on the tools demo's model: each rank's hf sampler runs
+    # its turns in lockstep with the other's (sharded generate), a tool's tokens masked out
+    "tools": {"algorithm": {"type": "grpo", "kl": {"beta": 0.04}, "tis_cap": 2.0}, "model": {"path": "TOOLS"},
+              "task": {"name": "arithmetic", "args": {"ops": ["*"], "min_operand": 10, "max_operand": 99}},
+              "rewards": [{"name": "tool_answer"}], "tools": {"names": ["calculator"], "format": "tag"},
+              "sampling": {"n": 4, "max_new_tokens": 24}},
 }
-TIMING = ("time/", "tokens_per_s", "async/wait")
+TIMING = ("time/", "tokens_per_s", "async/wait", "tools/time_s")
 
 
-def test_one_step_on_two_ranks_equals_one_process(tmp_path, demo_model):
+@pytest.fixture(scope="module")
+def tools_model(tmp_path_factory) -> Path:
+    from grpo_kit.demo import build_tools_model
+
+    return build_tools_model(tmp_path_factory.mktemp("tools") / "model", seed=0, warm_start_steps=60, tool_rate=0.5)
+
+
+def test_one_step_on_two_ranks_equals_one_process(tmp_path, demo_model, tools_model):
     """The same rollouts (per-prompt seeds), the same update: parameters within 1e-5 after a step,
     and every logged metric but the timings within 1e-5. 4 prompts of 4 completions, split 2 + 2."""
     import torch
@@ -101,8 +115,11 @@ def test_one_step_on_two_ranks_equals_one_process(tmp_path, demo_model):
 
     paths = []
     for name, extra in STEP_CONFIGS.items():
-        cfg = {"model": {"path": str(demo_model), **extra.get("model", {})}, "task": {"name": "arithmetic"},
-               "sampling": {"n": 4, "max_new_tokens": 3},
+        model = {**extra.get("model", {})}
+        model["path"] = str(tools_model) if model.get("path") == "TOOLS" else str(demo_model)
+        cfg = {"model": model, "task": extra.get("task", {"name": "arithmetic"}),
+               "sampling": extra.get("sampling", {"n": 4, "max_new_tokens": 3}),
+               **{k: extra[k] for k in ("rewards", "tools") if k in extra},
                "optim": {"lr": 1e-4, "grad_clip": 1.0, **extra.get("optim", {})}, "scoring": {"workers": 1},
                "train": {"steps": 1, "prompts_per_step": 4, "samples_every": 0, **extra.get("train", {})},
                "algorithm": extra["algorithm"], "run": {"progress": False}}
@@ -115,8 +132,8 @@ def test_one_step_on_two_ranks_equals_one_process(tmp_path, demo_model):
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**dr, "distributed": d}))
     ok(plain("tests/dist_steps.py", tmp_path / "single", *paths))
     ok(torchrun("tests/dist_steps.py", tmp_path / "ranks", *paths, *(tmp_path / f"{n}.yaml" for n in switches)))
-    base = _weights(demo_model)
     for name in STEP_CONFIGS:
+        base = _weights(tools_model if name == "tools" else demo_model)
         one = tmp_path / "single" / name / "checkpoints" / "step-000001"
         two = tmp_path / "ranks" / name / "checkpoints" / "step-000001"
         assert (two / "dcp").is_dir() and sorted(p.name for p in (two / "rng").iterdir()) == ["rank-0.pt", "rank-1.pt"]
@@ -132,6 +149,8 @@ def test_one_step_on_two_ranks_equals_one_process(tmp_path, demo_model):
             if k.startswith(TIMING):
                 continue
             assert v == pytest.approx(m2[k], rel=1e-5, abs=1e-6) if isinstance(v, float) else v == m2[k], (name, k)
+        if name == "tools":  # calls were made and their outputs inserted, on both ranks' shares
+            assert m2["tools/call_rate"] > 0 and m2["tools/tokens_inserted"] > 0 and m2["rollout/logprob_abs_diff"] < 1e-4
     a1, a2 = (read_metrics(tmp_path / d / "async" / "metrics.jsonl") for d in ("single", "ranks"))
     assert [r["async/staleness_max"] for r in a2] == [0, 1, 1]
     assert all(r["rollout/kl_sampler_trainer"] > 1e-5 for r in a2[1:] if "skipped" not in r)  # stale, visibly

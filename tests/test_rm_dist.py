@@ -169,3 +169,19 @@ def test_a_batch_that_does_not_split_over_the_ranks_is_refused(batch_size, ranks
         return
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         check_world_size(cfg, ranks)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["two", "two_lora"])
+def test_grpo_kit_export_of_a_sharded_rm_checkpoint_is_the_runs_classifier(runs, tmp_path, run):
+    """``grpo-kit export`` of the 2-rank run's last (sharded) checkpoint, plain or LoRA: a plain
+    classifier that scores as the run's own ``RUN_DIR/model``."""
+    out = tmp_path / "export"
+    assert main(["export", str(runs / run), "--checkpoint", "step-000002", "-o", str(out)]) == 0
+    net = transformers.AutoModelForSequenceClassification.from_pretrained(out)
+    assert net.config.num_labels == 1 and not (out / "adapter_config.json").exists()
+    pairs = read_pairs(runs / "test.jsonl")
+    texts, prompts = [p.chosen for p in pairs] + [p.rejected for p in pairs], [p.prompt for p in pairs] * 2
+    got = reward_model(texts, prompt=prompts, model=str(out))
+    want = reward_model(texts, prompt=prompts, model=str(runs / run / "model"))
+    assert got == pytest.approx(want, abs=1e-5)

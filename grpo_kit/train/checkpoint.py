@@ -151,12 +151,12 @@ def export_checkpoint(ckpt: Path, out: Path, *, adapter: bool = False, base: str
                 shutil.copy2(f, out / f.name)
         return out
     import torch.distributed.checkpoint as dcp
-    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoConfig, GenerationConfig
 
     from grpo_kit.train.models import load_tokenizer
 
     config = AutoConfig.from_pretrained(ckpt)
-    model = AutoModelForCausalLM.from_config(config, dtype=getattr(config, "dtype", None) or torch.float32)
+    model = _auto_class(config).from_config(config, dtype=getattr(config, "dtype", None) or torch.float32)
     state = {"model": model.state_dict()}
     dcp.load(state, checkpoint_id=str(ckpt / "dcp"))  # in place, into the model's own tensors
     model.load_state_dict(state["model"])
@@ -165,6 +165,16 @@ def export_checkpoint(ckpt: Path, out: Path, *, adapter: bool = False, base: str
     model.save_pretrained(out)
     load_tokenizer(str(ckpt)).save_pretrained(out)
     return out
+
+
+def _auto_class(config):
+    """The transformers auto class of a checkpoint's model: a sequence classifier (a reward
+    model of ``grpo-kit rm train``) when its config names one, else a causal LM (a policy)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    archs = getattr(config, "architectures", None) or []
+    return AutoModelForSequenceClassification if any(a.endswith("ForSequenceClassification") for a in archs) \
+        else AutoModelForCausalLM
 
 
 def _export_lora(ckpt: Path, out: Path, *, adapter: bool, base: str | None) -> Path:
@@ -180,21 +190,28 @@ def _export_lora(ckpt: Path, out: Path, *, adapter: bool, base: str | None) -> P
                 shutil.copy2(f, out / f.name)
         return out
     from peft import PeftModel
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    base = base or json.loads((ckpt / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    adapter_config = json.loads((ckpt / "adapter_config.json").read_text())
+    base = base or adapter_config.get("base_model_name_or_path")
     if not base:
         raise ConfigError(f"{ckpt}: its adapter records no base model; pass --base PATH (the run's model.path)")
+    classifier = adapter_config.get("task_type") == "SEQ_CLS"  # a reward model's: the base gets its scalar head
+    tok = load_tokenizer(str(ckpt))
     try:  # merged in float32, saved in the base checkpoint's own dtype
         saved_dtype = getattr(AutoConfig.from_pretrained(base), "dtype", None) or torch.float32
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        if classifier:
+            model = AutoModelForSequenceClassification.from_pretrained(base, dtype=torch.float32, num_labels=1,
+                                                                       pad_token_id=tok.pad_token_id)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     except OSError as e:
         raise ConfigError(f"{ckpt}: cannot load the base model {base!r} ({e}); pass --base PATH") from None
     if isinstance(saved_dtype, str):
         saved_dtype = getattr(torch, saved_dtype)
     merged = PeftModel.from_pretrained(model, str(ckpt)).merge_and_unload()
     merged.to(saved_dtype).save_pretrained(out)
-    load_tokenizer(str(ckpt)).save_pretrained(out)
+    tok.save_pretrained(out)
     return out
 
 
