@@ -7,7 +7,7 @@ default). Prints, per level: the wall time of the run, the mean step time after 
 steps, its ratio to the synchronous run's, the mean reward of the first and last 10 steps (the
 demo's target: <= 0.3 then >= 0.8), the staleness, and the trainer's and the sampler's idle time.
 
-    python benchmarks/bench_async.py                  # the whole demo (1500 steps), about 8 minutes
+    python benchmarks/bench_async.py                  # the whole demo (DEMO_STEPS = 800 steps), about 4 minutes
     python benchmarks/bench_async.py --steps 300 --levels 0 1
 """
 
@@ -50,8 +50,10 @@ def run(level: int, steps: int, seed: int, out: Path) -> dict:
 
 
 def main() -> None:
+    from grpo_kit.demo import DEMO_STEPS
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=DEMO_STEPS)
     ap.add_argument("--levels", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

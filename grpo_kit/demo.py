@@ -43,7 +43,7 @@ WARM_START = dict(batch_size=128, lr=3e-3, max_operand=9, max_answer=18)
 MARKER = "grpo_kit_demo.json"
 
 
-DEMO_STEPS = 1500
+DEMO_STEPS = 800
 
 
 def demo_config(seed: int = 0) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def demo_config(seed: int = 0) -> dict[str, Any]:
         "sampling": {"n": 16, "temperature": 1.0, "max_new_tokens": 3},
         "algorithm": {"type": "grpo", "advantage": "grpo", "loss_agg": "token_mean",
                       "kl": {"beta": 0.04, "estimator": "k3"}},
-        "optim": {"lr": 3e-4, "betas": [0.9, 0.99], "grad_clip": None},
+        "optim": {"lr": 1e-3, "betas": [0.9, 0.99], "grad_clip": None},
         "scoring": {"workers": 1, "timeout": 5.0},
         "train": {"steps": DEMO_STEPS, "prompts_per_step": 16, "seed": seed, "samples_every": 100,
                   "save_every": 250, "torch_threads": 2},

@@ -26,8 +26,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from grpo_kit.demo import DEMO_STEPS
 from grpo_kit.train.logger import read_metrics
 from tests.conftest import ROOT, fixture
+
+SAVED = DEMO_STEPS // 250 * 250 if DEMO_STEPS % 250 else DEMO_STEPS - 250  # the demo's last checkpoint but one
 
 pytestmark = pytest.mark.slow
 
@@ -194,7 +197,7 @@ def test_one_step_on_two_ranks_equals_one_process(tmp_path, demo_model, tools_mo
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> Path:
-    """The built-in demo under ``torchrun --nproc_per_node 2 -m grpo_kit train`` (1,500 steps)."""
+    """The built-in demo under ``torchrun --nproc_per_node 2 -m grpo_kit train`` (DEMO_STEPS steps)."""
     run = tmp_path_factory.mktemp("torchrun-demo") / "demo"
     ok(torchrun("-m", "grpo_kit", "train", "--output-dir", run, "--set", "run.progress=false", timeout=1200))
     return run
@@ -202,7 +205,7 @@ def demo_run(tmp_path_factory) -> Path:
 
 def test_demo_learns_on_two_ranks_as_in_one_process(demo_run, tmp_path):
     rows = read_metrics(demo_run / "metrics.jsonl")
-    assert len(rows) == 1500
+    assert len(rows) == DEMO_STEPS
     first = sum(r["reward/mean"] for r in rows[:10]) / 10
     last = sum(r["reward/mean"] for r in rows[-10:]) / 10
     assert first <= 0.3 and last >= 0.8, (first, last)
@@ -213,24 +216,24 @@ def test_demo_learns_on_two_ranks_as_in_one_process(demo_run, tmp_path):
         for k in ("reward/mean", "reward/std", "completion/length_mean", "loss/policy", "kl", "entropy"):
             assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (a["step"], k)
     ckpts = sorted(p.name for p in (demo_run / "checkpoints").iterdir())
-    assert ckpts == ["step-001250", "step-001500"]  # keep_last 2, written by rank 0 alone
+    assert ckpts == [f"step-{SAVED:06d}", f"step-{DEMO_STEPS:06d}"]  # keep_last 2, written by rank 0 alone
     assert not list(demo_run.glob("**/*.tmp"))
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_sharded_checkpoint_resumes_on_any_world_size(demo_run, tmp_path, ranks):
-    """Saved on 2 ranks at step 1250, resumed in one process (ranks=1) or on 2 ranks for 3 steps:
+    """Saved on 2 ranks at step SAVED, resumed in one process (ranks=1) or on 2 ranks for 3 steps:
     the metrics of the uninterrupted run."""
     run = tmp_path / "run"
-    shutil.copytree(demo_run, run, ignore=shutil.ignore_patterns("step-001500"))
+    shutil.copytree(demo_run, run, ignore=shutil.ignore_patterns(f"step-{DEMO_STEPS:06d}"))
     args = ["-m", "grpo_kit", "train", "--output-dir", run, "--resume", "--set", "run.progress=false",
-            "--set", "train.steps=1253"]
+            "--set", f"train.steps={SAVED + 3}"]
     proc = ok(plain(*args) if ranks == 1 else torchrun(*args))
-    assert "resumed from" in proc.stderr and "step 1250" in proc.stderr
+    assert "resumed from" in proc.stderr and f"step {SAVED}" in proc.stderr
     got = {r["step"]: r for r in read_metrics(run / "metrics.jsonl")}
     want = {r["step"]: r for r in read_metrics(demo_run / "metrics.jsonl")}
-    assert sorted(got) == list(range(1, 1254))
-    for step in (1251, 1252, 1253):
+    assert sorted(got) == list(range(1, SAVED + 4))
+    for step in (SAVED + 1, SAVED + 2, SAVED + 3):
         for k in ("reward/mean", "completion/length_mean", "loss/policy", "kl"):
             assert got[step][k] == pytest.approx(want[step][k], rel=1e-4, abs=1e-6), (step, k)
 
@@ -244,10 +247,10 @@ def test_export_loads_in_transformers_and_in_vllm_engines_per_rank(demo_run, tmp
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "hf"
-    ok(plain("-m", "grpo_kit", "export", demo_run, "--checkpoint", "step-001500", "-o", out))
+    ok(plain("-m", "grpo_kit", "export", demo_run, "--checkpoint", f"step-{DEMO_STEPS:06d}", "-o", out))
     model = AutoModelForCausalLM.from_pretrained(out)
     state = {"model": {k: torch.empty_like(v) for k, v in model.state_dict().items()}}
-    dcp.load(state, checkpoint_id=str(demo_run / "checkpoints" / "step-001500" / "dcp"))
+    dcp.load(state, checkpoint_id=str(demo_run / "checkpoints" / f"step-{DEMO_STEPS:06d}" / "dcp"))
     for k, v in model.state_dict().items():
         assert torch.equal(v, state["model"][k]), k
     cfg = {"model": {"path": str(out)}, "task": {"name": "arithmetic"}, "sampler": "vllm",
