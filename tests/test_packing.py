@@ -57,6 +57,39 @@ def test_packed_logprobs_entropies_and_gradients_equal_the_padded_ones(tiny_mode
     assert float((lp1 * (1 - m)).abs().max()) == 0  # nothing outside the completions
 
 
+def test_a_batch_without_left_padding_runs_with_the_causal_mask_alone(tiny_model):
+    """Prompts of one length (the demo's): the padded path passes no attention mask (the causal one
+    is exact, right padding comes after every real token), and its log-probs, entropies and
+    gradients equal the model's with the explicit mask, and the packed path's."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    ragged = _ragged_batch()
+    att = ragged.attention_mask.clone()
+    att[:, :ragged.prompt_len] = 1  # every prompt 5 tokens; completions still ragged
+    batch = Batch(ragged.input_ids.clamp(min=2) * att, att, ragged.completion_ids, ragged.completion_mask,
+                  ragged.rewards, ragged.truncated, None, ragged.prompt_len)
+    masks = []
+    hook = model.register_forward_pre_hook(lambda mod, args, kw: masks.append(kw.get("attention_mask")),
+                                           with_kwargs=True)
+    got = _grads(model, batch)
+    hook.remove()
+    assert masks == [None]
+    m = batch.completion_mask
+    model.zero_grad()  # the explicit mask, by hand
+    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=batch.input_ids, attention_mask=att, position_ids=pos).logits[:, 4:11] / 0.7
+    lp = torch.log_softmax(logits, -1).gather(-1, batch.completion_ids[..., None])[..., 0]
+    ent = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1)
+    ((lp * m).sum() + (ent.detach() * m).sum()).backward()
+    want = lp.detach(), ent.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    assert float(((got[0] - want[0]) * m).abs().max()) <= 1e-5
+    assert float(((got[1] - want[1]) * m).abs().max()) <= 1e-5
+    assert float((got[2] - want[2]).abs().max()) <= 1e-5 * float(want[2].abs().max())
+    packed = _grads(model, batch, packed=True)
+    assert float(((packed[0] - got[0]) * m).abs().max()) <= 1e-5
+
+
 def _grads(model, batch, **kw):
     model.zero_grad()
     m = batch.completion_mask

@@ -167,15 +167,19 @@ def forward_logprobs(model, batch: Batch, *, temperature: float, autocast: bool,
         return forward_logprobs_packed(model, batch, temperature=temperature, autocast=autocast,
                                        with_entropy=with_entropy, entropy_grad=entropy_grad, fused=fused)
     T = batch.completion_ids.shape[1]
-    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)  # [N, P+T]
     dev = batch.input_ids.device
     ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if autocast else nullcontext()
     P = batch.prompt_len
+    att = batch.attention_mask
+    if bool(att[:, :P].all()):  # no left padding: the causal mask alone is exact (right padding comes after
+        att, pos = None, torch.arange(P + T, device=dev).expand_as(batch.input_ids)  # every real token)
+    else:
+        pos = (att.cumsum(-1) - 1).clamp(min=0)  # [N, P+T]
     keep = torch.arange(P - 1, P + T - 1, device=dev)  # column P-1+t predicts completion token t
     head = (_fused(model, batch.completion_ids, temperature=temperature, with_entropy=with_entropy,
                    entropy_grad=entropy_grad) if fused else nullcontext())
     with ctx, head:
-        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos,
+        out = model(input_ids=batch.input_ids, attention_mask=att, position_ids=pos,
                     logits_to_keep=keep, use_cache=False)
     if fused:
         ent = out.logits[..., 1] if with_entropy else None
