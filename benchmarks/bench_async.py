@@ -26,12 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def run(level: int, steps: int, seed: int, out: Path) -> dict:
+def run(level: int, steps: int, seed: int, out: Path, extra: list[str] = ()) -> dict:
     from grpo_kit.train.logger import read_metrics
 
     cmd = [sys.executable, "-m", "grpo_kit.cli", "train", "--output-dir", str(out), "--set", "run.progress=false",
            "--set", f"train.async_level={level}", "--set", f"train.steps={steps}", "--set", f"seed={seed}",
-           "--set", "train.samples_every=0"]
+           "--set", "train.samples_every=0", *[a for kv in extra for a in ("--set", kv)]]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True)
     wall = time.perf_counter() - t0
@@ -56,14 +56,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=DEMO_STEPS)
     ap.add_argument("--levels", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                    help="a further setting for every run (e.g. train.sampler_threads=1)")
     args = ap.parse_args()
     res = {}
     with tempfile.TemporaryDirectory() as tmp:
         for k in args.levels:
-            res[k] = run(k, args.steps, args.seed, Path(tmp) / f"k{k}")
+            res[k] = run(k, args.steps, args.seed, Path(tmp) / f"k{k}", args.extra)
             print(f"async_level {k}: done in {res[k]['wall_s']:.1f} s", file=sys.stderr)
     base = res.get(0)
-    print(f"demo, {args.steps} steps, seed {args.seed}, {os.cpu_count()} CPUs; means over steps 11-{args.steps}")
+    print(f"demo, {args.steps} steps, seed {args.seed}, {os.cpu_count()} CPUs; means over steps 11-{args.steps}"
+          + (f"; settings {' '.join(args.extra)}" if args.extra else ""))
     print("| async_level | wall s | step s | ratio to k=0 | reward first 10 -> last 10 | staleness | trainer idle s"
           " | sampler idle s | update s | sample + score s | weight sync s (trainer) | weight load s (sampler) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

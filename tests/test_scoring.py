@@ -65,6 +65,62 @@ def test_exception_and_dead_worker_are_recorded_and_run_continues():
     assert errs[2] is None and res.rewards[fixture("hostile")][2] == 1.0
 
 
+def _pool_tasks(texts, timeout=5.0):
+    return [((fixture("hostile"), ()), [t], {}, timeout) for t in texts]
+
+
+def test_a_chunk_answers_in_batches_not_one_message_per_task():
+    """256 fast tasks on one worker go out in 4 chunks of 64 and come back in about as many
+    messages (a round trip per task cost 2x the time); every answer is the task's own."""
+    from grpo_kit.workers import WorkerPool
+
+    with WorkerPool(1) as pool:
+        out = pool.run(_pool_tasks(["ok", "NONE"] * 128))
+        assert pool.messages <= 8, pool.messages  # 4 chunks; a slow machine may split one by FLUSH_S
+    assert [o.values for o in out] == [[1.0], [None]] * 128
+    assert all(o.status == "ok" and 0 <= o.seconds < 1.0 for o in out)
+
+
+@pytest.mark.parametrize("bad, status, reason", [("SLEEP", "timeout", "timed out after 0.5 s"),
+                                                 ("DIE", "error", "worker died (exit code 3)"),
+                                                 ("POW", "timeout", "timed out after 0.5 s")])
+def test_a_failure_mid_chunk_is_the_running_tasks_and_the_held_answers_are_not_lost(bad, status, reason):
+    """Chunks of 10 (40 tasks, 1 worker): the failing task is the 26th, after 5 finished tasks of
+    its chunk whose answers the worker still held. The failure is recorded against that task
+    alone (from the shared progress page, not from the last answer received), the held ones are
+    run again, nothing is lost, and the limit counts from the failing task's own start."""
+    from grpo_kit.workers import WorkerPool
+
+    texts = ["ok"] * 40
+    texts[25] = bad
+    with WorkerPool(1) as pool:
+        t0 = time.monotonic()
+        out = pool.run(_pool_tasks(texts, timeout=0.5))
+        elapsed = time.monotonic() - t0
+        assert pool.restarts == 1
+    assert [o.status for o in out] == ["ok"] * 25 + [status] + ["ok"] * 14
+    assert out[25].reason.startswith(reason), out[25].reason
+    assert all(o.values == [1.0] for i, o in enumerate(out) if i != 25)
+    assert elapsed < 0.5 + 5.0
+    if status == "timeout":
+        assert 0.5 <= out[25].seconds < 0.5 + 2.0
+
+
+def test_an_unpicklable_answer_is_that_tasks_error_and_the_batch_still_arrives():
+    import socket
+    from multiprocessing.connection import Connection
+
+    from grpo_kit.workers import _send_answers
+
+    a, b = socket.socketpair()
+    tx, rx = Connection(a.detach()), Connection(b.detach())
+    _send_answers(tx, [(0, "ok", [1.0], 0.1), (1, "ok", [lambda: 0], 0.1), (2, "ok", [None], 0.1)])
+    got = rx.recv()
+    assert [g[:2] for g in got] == [(0, "ok"), (1, "error"), (2, "ok")]
+    assert got[1][2].startswith("result could not be sent back") and got[2][2] == [None]
+    tx.close(), rx.close()
+
+
 @pytest.mark.parametrize("completion, reason", [
     ("NAN", "returned nan"),  # NaN is refused: None is the way to say 'not applicable'
 ])
