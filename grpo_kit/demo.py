@@ -58,7 +58,8 @@ def demo_config(seed: int = 0) -> dict[str, Any]:
         "optim": {"lr": 1e-3, "betas": [0.9, 0.99], "grad_clip": None},
         "scoring": {"workers": 1, "timeout": 5.0},
         "train": {"steps": DEMO_STEPS, "prompts_per_step": 16, "seed": seed, "samples_every": 100,
-                  "save_every": 250, "torch_threads": 2},
+                  "save_every": 250, "torch_threads": 2,
+                  "shared_prefix": "auto"},  # each group's prompt computed once where it can be
         "run": {"name": "demo"},
     }
 

@@ -336,3 +336,17 @@ def test_a_stuck_rank_ends_the_job_after_the_collective_timeout(tmp_path):
     elapsed = time.monotonic() - t0
     assert proc.returncode != 0 and elapsed < 90, (elapsed, proc.stderr[-2000:])
     assert "timed out" in proc.stderr.lower() or "timeout" in proc.stderr.lower(), proc.stderr[-3000:]
+
+
+def test_shared_prefix_is_refused_under_torchrun_with_the_reason(tmp_path, demo_model):
+    """``train.shared_prefix`` runs in one process only (its cache's gradient bypasses FSDP2's
+    hooks): every rank says why and the job fails before any step."""
+    cfg = tmp_path / "shared.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"path": str(demo_model)}, "task": {"name": "arithmetic"},
+                                   "sampling": {"n": 4, "max_new_tokens": 3}, "scoring": {"workers": 1},
+                                   "train": {"steps": 1, "prompts_per_step": 4, "shared_prefix": True},
+                                   "run": {"progress": False}}))
+    proc = torchrun("tests/dist_steps.py", tmp_path / "ranks", cfg, timeout=300)
+    assert proc.returncode != 0
+    assert "train.shared_prefix does not run under torchrun yet" in proc.stderr
+    assert not (tmp_path / "ranks" / "shared" / "metrics.jsonl").exists()

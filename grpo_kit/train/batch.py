@@ -158,11 +158,16 @@ def _fused(model, labels: torch.Tensor, *, temperature: float, with_entropy: boo
 
 def forward_logprobs(model, batch: Batch, *, temperature: float, autocast: bool,
                      with_entropy: bool = False, entropy_grad: bool = False,
-                     packed: bool = False, fused: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     packed: bool = False, fused: bool = False,
+                     shared_prefix: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs ``[N, T]`` of the completion tokens (and their entropies) under ``model``;
     ``packed``: in one row without padding (see :func:`forward_logprobs_packed`); ``fused``: from
     the last hidden states and the head's weight, the logits never built
-    (:func:`grpo_kit.algorithms.fused.hidden_logprobs`, float32 tiles; ``train.logprobs: fused``)."""
+    (:func:`grpo_kit.algorithms.fused.hidden_logprobs`, float32 tiles; ``train.logprobs: fused``);
+    ``shared_prefix``: the rows' common prompts computed once (:func:`prefix_cache`).
+
+    The last column (the last completion token) predicts nothing the loss needs and is not fed:
+    under the causal mask no other column depends on it."""
     if packed:
         return forward_logprobs_packed(model, batch, temperature=temperature, autocast=autocast,
                                        with_entropy=with_entropy, entropy_grad=entropy_grad, fused=fused)
@@ -170,17 +175,22 @@ def forward_logprobs(model, batch: Batch, *, temperature: float, autocast: bool,
     dev = batch.input_ids.device
     ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if autocast else nullcontext()
     P = batch.prompt_len
-    att = batch.attention_mask
+    ids, att = batch.input_ids[:, :P + T - 1], batch.attention_mask[:, :P + T - 1]
+    if shared_prefix and P == 1:  # one masked column before it, so that every rank makes the same two calls
+        ids, att, P = torch.cat([ids[:, :1], ids], 1), torch.cat([torch.zeros_like(att[:, :1]), att], 1), 2
     if bool(att[:, :P].all()):  # no left padding: the causal mask alone is exact (right padding comes after
-        att, pos = None, torch.arange(P + T, device=dev).expand_as(batch.input_ids)  # every real token)
+        att, pos = None, torch.arange(P + T - 1, device=dev).expand_as(ids)  # every real token)
     else:
-        pos = (att.cumsum(-1) - 1).clamp(min=0)  # [N, P+T]
-    keep = torch.arange(P - 1, P + T - 1, device=dev)  # column P-1+t predicts completion token t
+        pos = (att.cumsum(-1) - 1).clamp(min=0)  # [N, P+T-1]
+    cache, start = None, 0
+    if shared_prefix:  # then the forward below starts at the last prompt token
+        with ctx:
+            cache, start = prefix_cache(model, ids[:, :P - 1], pos[:, :P - 1], None if att is None else att[:, :P - 1]), P - 1
     head = (_fused(model, batch.completion_ids, temperature=temperature, with_entropy=with_entropy,
                    entropy_grad=entropy_grad) if fused else nullcontext())
-    with ctx, head:
-        out = model(input_ids=batch.input_ids, attention_mask=att, position_ids=pos,
-                    logits_to_keep=keep, use_cache=False)
+    with ctx, head:  # column P-1+t predicts completion token t: the last T columns
+        out = model(input_ids=ids[:, start:], attention_mask=att, position_ids=pos[:, start:],
+                    past_key_values=cache, use_cache=cache is not None, logits_to_keep=T)
     if fused:
         ent = out.logits[..., 1] if with_entropy else None
         return out.logits[..., 0], ent if entropy_grad or ent is None else ent.detach()
@@ -190,6 +200,36 @@ def forward_logprobs(model, batch: Batch, *, temperature: float, autocast: bool,
     if with_entropy:
         ent = token_entropy(logits if entropy_grad else logits.detach(), temperature=temperature)  # [N, T]
     return logp, ent
+
+
+def prefix_cache(model, ids: torch.Tensor, pos: torch.Tensor, att: torch.Tensor | None):
+    """``train.shared_prefix``: the key/value cache of the rows' first columns ``ids`` ``[N, L]``
+    (a group's completions share their prompt), each distinct row computed once and the cache then
+    indexed out to all ``N`` rows (always two calls, even with nothing to share: under FSDP every
+    rank makes the same calls).
+
+    The completions' forward continues from it, as generation does from a prefilled prompt, so the
+    prompt's L tokens cost one forward per group instead of one per completion (G times fewer), in
+    the backward too: the gradient through the indexed cache sums over the group's rows. Exact:
+    causal attention makes a prompt's keys and values independent of what follows it (tested equal
+    to the full forward, log-probs and gradients, within 1e-5). As PrefixGrouper (arXiv 2506.05433)
+    does with its own attention; this uses the model's cache (transformers' ``DynamicCache``) and
+    needs one of full-attention layers."""
+    rows = ids if att is None else torch.cat([ids, att], 1)
+    uniq, inverse = torch.unique(rows, dim=0, return_inverse=True)  # [U, L or 2L], [N]
+    first = torch.zeros(len(uniq), dtype=torch.long, device=ids.device).scatter_(
+        0, inverse, torch.arange(len(ids), device=ids.device))  # a row of each distinct prefix
+    out = model(input_ids=ids[first], attention_mask=None if att is None else att[first],
+                position_ids=pos[first], use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    layers = getattr(cache, "layers", None)
+    if cache is None or not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        kinds = sorted({type(layer).__name__ for layer in layers or []}) or [type(cache).__name__]
+        raise ConfigError(f"train.shared_prefix needs the model's key/value cache of full-attention layers "
+                          f"(transformers' DynamicCache of DynamicLayer); {type(model).__name__} gave {kinds}: "
+                          "set train.shared_prefix: false")
+    cache.batch_select_indices(inverse)  # [U, ...] -> [N, ...], differentiable (an index)
+    return cache
 
 
 def pack(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -300,12 +300,22 @@ class LoopConfig(Strict):
     keep_last: int = Field(2, ge=1, description="checkpoints kept")
     samples_every: int = Field(10, ge=0, description="write sample completions every N steps")
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
+    keep_freed_memory: bool | None = Field(None, description="glibc keeps freed memory in the process "
+                                           "(mallopt), so each step's tensors reuse pages already faulted in "
+                                           "instead of faulting them in again; default: on when the trainer "
+                                           "runs on the CPU (and in its rollout process)")
     packing: bool = Field(False, description="padding-free update passes: each micro-batch's sequences "
                           "packed into one row, position ids restarting per sequence (on a GPU use "
                           "model.attn_implementation: flash_attention_2)")
     micro_batch_tokens: int | None = Field(None, ge=1, description="also cap each micro-batch at this "
                                            "many tokens (prompt + completion): micro-batches balanced by "
                                            "tokens, not only by sequences")
+    shared_prefix: bool | Literal["auto"] = Field(False, description="the padded update passes compute "
+                                                  "each group's prompt once (its key/value cache indexed out "
+                                                  "to the group's completions) instead of once per completion: "
+                                                  "G times less prompt compute, exact; needs full-attention "
+                                                  "layers; true is refused with train.packing, gradient "
+                                                  "checkpointing and torchrun; auto: on where none of them is")
     logprobs: Literal["logits", "fused"] = Field("logits", description="how the update computes "
                                                  "log-probs: from the logits (the head's [tokens, V] "
                                                  "output), or fused: from the last hidden states and "
@@ -415,6 +425,11 @@ class TrainConfig(Strict):
             raise ValueError("train.ref_in_rollout computes the KL's reference log-probs in the rollout "
                              "process: it needs train.async_level >= 1 and algorithm.kl.beta > 0 (here "
                              f"{t.async_level} and {self.algorithm.kl.beta})")
+        if t.shared_prefix is True and (t.packing or self.model.gradient_checkpointing):
+            raise ValueError("train.shared_prefix continues each completion from its prompt's key/value cache: "
+                             + ("train.packing has no prompt columns to share (set one of them false)" if t.packing
+                                else "gradient checkpointing drops that cache (set model.gradient_checkpointing: "
+                                     "false)"))
         micro = self.train.micro_batch_size or mb
         if mb % micro:
             raise ValueError(f"train.micro_batch_size = {micro} does not divide train.minibatch_size "

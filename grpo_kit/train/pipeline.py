@@ -330,6 +330,9 @@ class _RolloutProcess:
         cfg = self.cfg = TrainConfig.model_validate(spec["config"])
         if spec.get("threads"):
             torch.set_num_threads(spec["threads"])
+        from grpo_kit.train.models import keep_freed_memory, pick_device
+
+        keep_freed_memory(cfg.train.keep_freed_memory, pick_device(cfg.model.device))
         torch.manual_seed(cfg.train.seed)
         self.start, self.v0, self.k, self.last = spec["start"], spec["version"], cfg.train.async_level, cfg.train.steps
         task = get_task(cfg.task)

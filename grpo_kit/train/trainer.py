@@ -35,7 +35,7 @@ from grpo_kit.train.algorithm import Algorithm
 from grpo_kit.train.batch import Masks, fused_head, make_batch
 from grpo_kit.train.config import TrainConfig
 from grpo_kit.train.logger import RunLogger
-from grpo_kit.train.models import load_policy
+from grpo_kit.train.models import keep_freed_memory, load_policy
 from grpo_kit.train.pipeline import AsyncRollouts, check_staleness, snapshot
 from grpo_kit.train.rollouts import PromptCursor, Rollouts, step_seed
 from grpo_kit.train.update import Layout, policy_update
@@ -60,6 +60,11 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, *, resume: bool = False):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.world = dist.init_distributed(cfg.distributed.timeout_s)  # a single process without torchrun
+        if cfg.train.shared_prefix is True and self.world.size > 1:
+            raise ConfigError("train.shared_prefix does not run under torchrun yet: the prompts' keys and values "
+                              "carry their gradient through the cache, outside the layers' outputs, where FSDP2's "
+                              "backward hooks do not see it (a layer is resharded before that gradient reaches it); "
+                              "set train.shared_prefix: false")
         if self.world.size > cfg.train.prompts_per_step:
             raise ConfigError(f"train.prompts_per_step = {cfg.train.prompts_per_step} is less than the "
                               f"{self.world.size} ranks: each rank needs at least one prompt group")
@@ -80,6 +85,17 @@ class Trainer:
         self.dataset = self.task.load("train")
         self.rewards = cfg.rewards if cfg.rewards is not None else self.task.default_rewards
         self.model, self.tokenizer, self.device, self.autocast = load_policy(cfg.model, self.world.local_rank)
+        keep_freed_memory(cfg.train.keep_freed_memory, self.device)
+        checkpointing = getattr(self.model, "is_gradient_checkpointing", False)
+        if cfg.train.shared_prefix is True and checkpointing:
+            raise ConfigError("train.shared_prefix continues each completion from its prompt's key/value cache, "
+                              "which gradient checkpointing drops (on a GPU it is on by default): set "
+                              "model.gradient_checkpointing: false")
+        if cfg.train.shared_prefix == "auto":  # resolved here, for the update and the rollout process
+            layers = getattr(self.model.config.get_text_config(), "layer_types", None) or ["full_attention"]
+            on = (self.world.size == 1 and not cfg.train.packing and not checkpointing
+                  and all(t == "full_attention" for t in layers))
+            self.cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"shared_prefix": on})})
         if cfg.train.logprobs == "fused":
             fused_head(self.model)  # a plain nn.Linear head, or a config error now rather than at step 1
         algo = cfg.algorithm

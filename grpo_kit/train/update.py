@@ -111,7 +111,8 @@ def _logprobs_no_grad(model, batch: Batch, micro: int, cfg: TrainConfig, autocas
                       layout: Layout | None = None) -> torch.Tensor:
     return _no_grad_in_micro_batches(
         lambda sub: forward_logprobs(model, sub, temperature=cfg.sampling.temperature, autocast=autocast,
-                                     packed=cfg.train.packing, fused=cfg.train.logprobs == "fused")[0],
+                                     packed=cfg.train.packing, shared_prefix=cfg.train.shared_prefix,
+                                     fused=cfg.train.logprobs == "fused")[0],
         batch, micro, layout, cfg.train.micro_batch_tokens)
 
 
@@ -121,6 +122,7 @@ def _logprobs_entropy_no_grad(model, batch: Batch, micro: int, cfg: TrainConfig,
     both = _no_grad_in_micro_batches(
         lambda sub: torch.stack(forward_logprobs(model, sub, temperature=cfg.sampling.temperature,
                                                  autocast=autocast, with_entropy=True, packed=cfg.train.packing,
+                                                 shared_prefix=cfg.train.shared_prefix,
                                                  fused=cfg.train.logprobs == "fused"), -1),
         batch, micro, layout, cfg.train.micro_batch_tokens)  # [N, T, 2]
     return both[..., 0], both[..., 1]
@@ -252,6 +254,8 @@ def policy_update(model, ref_model, optimizer, scheduler, batch: Batch, cfg: Tra
         order = torch.randperm(total, generator=generator)
         for s in range(0, total, mb):
             glob = order[s:s + mb]
+            if cfg.train.shared_prefix is True:  # a group's rows side by side, so micro-batches share their prompt
+                glob = glob.sort().values  # (the same minibatch: the same update)
             rows = local_of[glob]
             rows = rows[rows >= 0].to(dev)  # this rank's rows of the minibatch
             norm_tok = whole_tokens[glob].sum().clamp(min=1).to(dev)  # the minibatch's normalisers
@@ -365,6 +369,7 @@ def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConf
     sub = batch.rows(idx)
     logp, ent = forward_logprobs(model, sub, temperature=cfg.sampling.temperature, autocast=autocast,
                                  with_entropy=True, entropy_grad=algo.entropy_coef > 0, packed=cfg.train.packing,
+                                 shared_prefix=cfg.train.shared_prefix,
                                  fused=cfg.train.logprobs == "fused")
     m = mask[idx] * (0.0 if empty else 1.0)
     a = adv[idx] * m  # finite where m is 0
