@@ -127,9 +127,11 @@ def test_micro_batching_gives_the_same_update(tmp_path, tiny_model, shared):
         finally:
             tr.close()
         weights.append({k: v.clone() for k, v in tr.model.state_dict().items()})
-    for k in weights[0]:  # AdamW's first step is lr * g / (|g| + eps): float noise on a gradient near 0
-        # moves a weight by up to ~lr/100, hence lr 1e-4 where the summation orders differ most
-        torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-4, atol=1e-6)
+    for k in weights[0]:  # AdamW's first step is lr * g / (|g| + eps): it scales float noise on a gradient
+        # near 0 up, hence lr 1e-4 where the summation orders differ most; and the key bias's gradient is 0
+        # in exact arithmetic (a query's scores all shift by q.b: softmax does not see it), noise alone
+        if not (shared and k.endswith("k_proj.bias")):
+            torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-4, atol=1e-6)
 
 
 def test_all_zero_variance_batch_is_skipped(tmp_path, tiny_model, fx):
