@@ -220,6 +220,23 @@ def test_shared_prefix_under_lora_and_its_refusals(tiny_model, tmp_path):
             resolve_train_config(config, ["train.shared_prefix=true", *sets])
 
 
+def test_shared_prefix_auto_is_resolved_by_the_trainer(tiny_model, tmp_path):
+    """``auto`` (the demo's): on in one process with the padded path, off with packing (not an
+    error); the update then gets a plain bool."""
+    from grpo_kit.train.config import resolve_train_config
+    from grpo_kit.train.trainer import Trainer
+    from tests.test_train import small_config
+
+    got = {}
+    for name, sets in {"padded": [], "packed": ["train.packing=true"]}.items():
+        cfg, _ = resolve_train_config(str(small_config(tmp_path, tiny_model)), ["train.shared_prefix=auto", *sets])
+        assert cfg.train.shared_prefix == "auto"
+        tr = Trainer(cfg, tmp_path / name)
+        got[name] = tr.cfg.train.shared_prefix
+        tr.close()
+    assert got == {"padded": True, "packed": False}
+
+
 @pytest.mark.parametrize("micro, budget, lengths, want", [
     (8, None, [5, 5, 5], [[0, 1, 2]]),  # no budget: by sequence count only
     (2, None, [5, 5, 5], [[0, 1], [2]]),

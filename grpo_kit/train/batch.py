@@ -176,7 +176,7 @@ def forward_logprobs(model, batch: Batch, *, temperature: float, autocast: bool,
     ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if autocast else nullcontext()
     P = batch.prompt_len
     ids, att = batch.input_ids[:, :P + T - 1], batch.attention_mask[:, :P + T - 1]
-    if shared_prefix and P == 1:  # one masked column before it, so that every rank makes the same two calls
+    if shared_prefix and P == 1:  # a masked column before it: the same two calls as for any other prompts
         ids, att, P = torch.cat([ids[:, :1], ids], 1), torch.cat([torch.zeros_like(att[:, :1]), att], 1), 2
     if bool(att[:, :P].all()):  # no left padding: the causal mask alone is exact (right padding comes after
         att, pos = None, torch.arange(P + T - 1, device=dev).expand_as(ids)  # every real token)
@@ -205,8 +205,7 @@ def forward_logprobs(model, batch: Batch, *, temperature: float, autocast: bool,
 def prefix_cache(model, ids: torch.Tensor, pos: torch.Tensor, att: torch.Tensor | None):
     """``train.shared_prefix``: the key/value cache of the rows' first columns ``ids`` ``[N, L]``
     (a group's completions share their prompt), each distinct row computed once and the cache then
-    indexed out to all ``N`` rows (always two calls, even with nothing to share: under FSDP every
-    rank makes the same calls).
+    indexed out to all ``N`` rows (two calls whatever the batch, even with nothing to share).
 
     The completions' forward continues from it, as generation does from a prefilled prompt, so the
     prompt's L tokens cost one forward per group instead of one per completion (G times fewer), in
@@ -222,8 +221,10 @@ def prefix_cache(model, ids: torch.Tensor, pos: torch.Tensor, att: torch.Tensor 
     out = model(input_ids=ids[first], attention_mask=None if att is None else att[first],
                 position_ids=pos[first], use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
+    from transformers.cache_utils import DynamicLayer  # its sliding-window and other layers are subclasses
+
     layers = getattr(cache, "layers", None)
-    if cache is None or not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+    if cache is None or not layers or any(type(layer) is not DynamicLayer for layer in layers):
         kinds = sorted({type(layer).__name__ for layer in layers or []}) or [type(cache).__name__]
         raise ConfigError(f"train.shared_prefix needs the model's key/value cache of full-attention layers "
                           f"(transformers' DynamicCache of DynamicLayer); {type(model).__name__} gave {kinds}: "

@@ -111,7 +111,7 @@ def _logprobs_no_grad(model, batch: Batch, micro: int, cfg: TrainConfig, autocas
                       layout: Layout | None = None) -> torch.Tensor:
     return _no_grad_in_micro_batches(
         lambda sub: forward_logprobs(model, sub, temperature=cfg.sampling.temperature, autocast=autocast,
-                                     packed=cfg.train.packing, shared_prefix=cfg.train.shared_prefix,
+                                     packed=cfg.train.packing, shared_prefix=cfg.train.shared_prefix is True,
                                      fused=cfg.train.logprobs == "fused")[0],
         batch, micro, layout, cfg.train.micro_batch_tokens)
 
@@ -122,7 +122,7 @@ def _logprobs_entropy_no_grad(model, batch: Batch, micro: int, cfg: TrainConfig,
     both = _no_grad_in_micro_batches(
         lambda sub: torch.stack(forward_logprobs(model, sub, temperature=cfg.sampling.temperature,
                                                  autocast=autocast, with_entropy=True, packed=cfg.train.packing,
-                                                 shared_prefix=cfg.train.shared_prefix,
+                                                 shared_prefix=cfg.train.shared_prefix is True,
                                                  fused=cfg.train.logprobs == "fused"), -1),
         batch, micro, layout, cfg.train.micro_batch_tokens)  # [N, T, 2]
     return both[..., 0], both[..., 1]
@@ -369,7 +369,7 @@ def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConf
     sub = batch.rows(idx)
     logp, ent = forward_logprobs(model, sub, temperature=cfg.sampling.temperature, autocast=autocast,
                                  with_entropy=True, entropy_grad=algo.entropy_coef > 0, packed=cfg.train.packing,
-                                 shared_prefix=cfg.train.shared_prefix,
+                                 shared_prefix=cfg.train.shared_prefix is True,
                                  fused=cfg.train.logprobs == "fused")
     m = mask[idx] * (0.0 if empty else 1.0)
     a = adv[idx] * m  # finite where m is 0
