@@ -316,6 +316,57 @@ def test_hidden_bf16_logits_switch():
                                hidden_logprobs(h32, w32, labels)[0], atol=0, rtol=0)  # fmt: skip
 
 
+def test_hidden_float32_products_path_through_its_cpu_twin(monkeypatch):
+    # Where torch.mm multiplies bf16 operands into float32 (CUDA: out_dtype=torch.float32) the tiles
+    # take the bf16 h and W as they are. CPU has no such op (torch 2.13), so the op is replaced by
+    # its CPU twin, the upcast product (the same numbers): the path then gives the float32 tiles'
+    # log-probs (to 2e-6 of float64) and gradients, never upcasts a block of W, and every product
+    # goes through the op. Without the op on this device the probe says so and the upcast path runs.
+    import grpo_kit.algorithms.fused as fused
+
+    assert fused.f32_products("meta") is False  # no numbers to check on meta: refused, not assumed
+    calls = []
+
+    def twin(a, b, out=None):
+        assert a.dtype == b.dtype == torch.bfloat16  # bf16 operands, as cuBLAS would take them
+        calls.append(a.shape[0] * b.shape[1])
+        return torch.mm(a.float(), b.float(), out=out)
+
+    h0, w0, _, labels = hidden_case(B=2, T=40, H=64, V=3000, dtype=torch.bfloat16, seed=1)
+    w0 = (w0.float() * 0.25).bfloat16()
+    h, w = leaves(h0, w0)
+    base, base_ent = hidden_logprobs(h, w, labels, temperature=0.9, chunk_size=33, vocab_chunk=700,
+                                     with_entropy=True, entropy_grad=True)  # fmt: skip
+    (base.sum() + base_ent.sum()).backward()
+    want_h, want_w = h.grad, w.grad
+    assert calls == []  # the upcast path: the op is not used
+
+    monkeypatch.setattr(fused, "_mm_f32", twin)
+    monkeypatch.setitem(fused._F32_PRODUCTS, ("cpu", torch.bfloat16), True)
+    upcasts = []
+    real_to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: upcasts.append(t.shape) or real_to(t, *a, **k))
+    h, w = leaves(h0, w0)
+    logp, ent = hidden_logprobs(h, w, labels, temperature=0.9, chunk_size=33, vocab_chunk=700,
+                                with_entropy=True, entropy_grad=True)  # fmt: skip
+    (logp.sum() + ent.sum()).backward()
+    monkeypatch.undo()
+    assert not [s for s in upcasts if tuple(s) == (700, 64)]  # no float32 block of W
+    # forward: 3 token chunks x 5 vocabulary blocks x (tile, E_p[W], E_p[x W]); backward: (tile, dW)
+    assert len(calls) == 15 * 3 + 15 * 2, len(calls)
+    torch.testing.assert_close(logp, base, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ent, base_ent, atol=1e-6, rtol=0)
+    h2, w2 = leaves(h0.double(), w0.double())
+    ref, ref_ent = naive_hidden(h2, w2, labels, 0.9)
+    (ref.sum() + ref_ent.sum()).backward()
+    torch.testing.assert_close(logp.double(), ref, atol=2e-6, rtol=0)
+    torch.testing.assert_close(ent.double(), ref_ent, atol=2e-6, rtol=0)
+    torch.testing.assert_close(h.grad.float(), want_h.float(), atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(w.grad.float(), want_w.float(), atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(h.grad.double(), h2.grad, atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(w.grad.double(), w2.grad, atol=1e-2, rtol=1e-2)
+
+
 def test_hidden_inside_autocast_keeps_float32_tiles():
     # forward_logprobs runs the model under torch.autocast(bf16): the tiles' matmuls must not be
     # autocast to bf16 (that alone is ~2e-2 off at V = 3000)

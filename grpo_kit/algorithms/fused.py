@@ -33,6 +33,15 @@ H = 1536, V = 151,936, where building bf16 logits first costs ~1e-2). For bf16 (
 dtype and run at its speed (accumulated in float32 across tiles): the gradients are as precise as the
 materialised path's, whose logit gradient is bf16, and the log-probs are unaffected.
 
+Where torch multiplies bf16 (fp16) operands into a float32 result (``torch.mm(..., out_dtype=
+torch.float32)``, cuBLAS on CUDA: PyTorch PR 150812), every product takes the bf16 operands
+as they are and returns float32: the tiles are the float32 tiles (the products of bf16 numbers are
+exact in float32, the sums run in float32), at bf16 matmul speed, and no float32 copy of ``W`` is
+made. Elsewhere (CPU in torch 2.13: ``aten::mm.dtype`` is not implemented) the operands are upcast
+to float32, same numbers at float32 matmul speed. :func:`f32_products` says which applies; the
+choice is made once per device type and dtype, by trying the op. Not run on a GPU here: on CPU the
+path is exercised with the upcast product standing in for the op (tests/test_logprobs.py).
+
 Memory, besides the inputs and the gradients autograd returns: a float32 copy of ``h`` ``[N, H]``,
 two float32 tiles ``[chunk_size, vocab_chunk]`` (and a bf16 copy of one), one float32 block of ``W``
 ``[vocab_chunk, H]``, and ``[N, H]`` float32 for each gradient kept from the forward.
@@ -53,17 +62,45 @@ CHUNK_TOKENS = {"cpu": 1024, "other": 4096}
 """Default tokens per tile: enough rows that the tile matmuls run near the BLAS's peak."""
 
 
+_F32_PRODUCTS: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def _mm_f32(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    """``a @ b`` of bf16 (fp16) operands as float32 (float32 accumulation and result), into ``out``."""
+    return torch.mm(a, b, out_dtype=torch.float32, out=out)
+
+
+def f32_products(device: torch.device | str, dtype: torch.dtype = torch.bfloat16) -> bool:
+    """Whether ``torch.mm`` multiplies ``dtype`` operands into a float32 result on ``device``'s type
+    (``out_dtype=torch.float32``, also into a given ``out``): then the tiles run at ``dtype`` matmul
+    speed with float32 numbers (module docstring). Tried once per device type and dtype."""
+    device = torch.device(device)
+    key = (device.type, dtype)
+    if key not in _F32_PRODUCTS:
+        a = torch.ones(2, 2, dtype=dtype, device=device)
+        try:
+            got = _mm_f32(a, a, out=torch.empty(2, 2, device=device))
+            _F32_PRODUCTS[key] = got.dtype == torch.float32 and bool((got == 2).all())
+        except (NotImplementedError, RuntimeError, TypeError):  # CPU: "Could not run 'aten::mm.dtype_out'"
+            _F32_PRODUCTS[key] = False
+    return _F32_PRODUCTS[key]
+
+
 def _spans(n: int, size: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
 
-def _tile(buf: Tensor, h: Tensor, w: Tensor, b: Tensor | None, temperature: float,
-          low: tuple[Tensor, Tensor] | None = None) -> Tensor:  # fmt: skip
-    """``(h w^T + b) / temperature`` into the front of the flat buffer ``buf``: ``[c, v]``. With
-    ``low`` (``h`` and ``w`` in bf16/fp16) the matmul runs in that dtype (``bf16_logits``)."""
-    x = buf[: h.shape[0] * w.shape[0]].view(h.shape[0], w.shape[0])  # [c, v], contiguous
-    if low is None:
+def _tile(buf: Tensor, h: Tensor, w: Tensor | None, b: Tensor | None, temperature: float,
+          low: tuple[Tensor, Tensor] | None, mode: str) -> Tensor:  # fmt: skip
+    """``(h w^T + b) / temperature`` into the front of the flat buffer ``buf``: ``[c, v]``. ``mode``:
+    ``"f32"`` the float32 ``h`` and ``w``; ``"f32out"`` the bf16/fp16 operands ``low`` into float32
+    (:func:`f32_products`); ``"low"`` the matmul in that dtype, rounded to it (``bf16_logits``)."""
+    rows, cols = (h.shape[0], w.shape[0]) if low is None else (low[0].shape[0], low[1].shape[0])
+    x = buf[: rows * cols].view(rows, cols)  # [c, v], contiguous
+    if mode == "f32":
         torch.mm(h, w.T, out=x)
+    elif mode == "f32out":
+        _mm_f32(low[0], low[1].T, out=x)
     else:
         x.copy_(torch.mm(low[0], low[1].T))
     if b is not None:
@@ -76,10 +113,22 @@ def _low(hidden: Tensor, weight: Tensor) -> bool:
     return hidden.dtype in (torch.bfloat16, torch.float16) and weight.dtype == hidden.dtype
 
 
-def _add_mm(out: Tensor, a: Tensor, b: Tensor, b_low: Tensor | None) -> None:
-    """``out += a @ b``; with ``b_low`` (``b`` in bf16/fp16) the product runs in that dtype."""
+def _mode(hidden: Tensor, weight: Tensor, bf16_logits: bool) -> str:
+    """How the tiles are multiplied (:func:`_tile`)."""
+    if not _low(hidden, weight):
+        return "f32"
+    if bf16_logits:
+        return "low"
+    return "f32out" if f32_products(hidden.device, hidden.dtype) else "f32"
+
+
+def _add_mm(out: Tensor, a: Tensor, b: Tensor | None, b_low: Tensor | None, f32out: bool = False) -> None:
+    """``out += a @ b``; with ``b_low`` (``b`` in bf16/fp16) the product runs in that dtype, its result
+    rounded to it, or (``f32out``) returned in float32."""
     if b_low is None:
         out.addmm_(a, b)
+    elif f32out:
+        out.add_(_mm_f32(a.to(b_low.dtype), b_low))
     else:
         out.add_(torch.mm(a.to(b_low.dtype), b_low))
 
@@ -92,7 +141,7 @@ def _add_at_labels(dx: Tensor, y: Tensor, g: Tensor, lo: int) -> None:
 
 def _online_lse(h: Tensor, weight: Tensor, bias: Tensor | None, temperature: float, chunk: int, vchunk: int,
                 acc: Tensor | None, acc_x: Tensor | None, h_low: Tensor | None,
-                low_logits: bool) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+                mode: str) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """One pass over the tiles: per token the max ``m`` of ``x``, ``s = sum_k e_k`` and
     ``t = sum_k e_k (x_k - m)`` with ``e_k = exp(x_k - m)``, each ``[N]``; and, in place, ``acc += sum_k
     e_k W_k`` and ``acc_x += sum_k e_k (x_k - m) W_k`` ``[N, H]`` where given. Running sums are
@@ -102,12 +151,13 @@ def _online_lse(h: Tensor, weight: Tensor, bias: Tensor | None, temperature: flo
     s, t = torch.zeros_like(m), torch.zeros_like(m)  # [N]
     rows = min(chunk, N)
     x_buf, e_buf = (torch.empty(rows * vchunk, dtype=wd, device=h.device) for _ in range(2))
+    f32out = mode == "f32out"
     for vlo, vhi in _spans(weight.shape[0], vchunk):
-        w = weight[vlo:vhi].to(wd)  # [v, H]
         w_low = None if h_low is None else weight[vlo:vhi]  # [v, H] bf16
+        w = weight[vlo:vhi].to(wd) if mode == "f32" or w_low is None else None  # [v, H] float32 copy
         b = None if bias is None else bias[vlo:vhi].to(wd)
         for lo, hi in _spans(N, chunk):
-            x = _tile(x_buf, h[lo:hi], w, b, temperature, (h_low[lo:hi], w_low) if low_logits else None)  # [c, v]
+            x = _tile(x_buf, h[lo:hi], w, b, temperature, None if w is not None else (h_low[lo:hi], w_low), mode)
             m_old, m_new = m[lo:hi], torch.maximum(m[lo:hi], x.amax(-1))  # [c]
             ref = torch.where(m_new > float("-inf"), m_new, 0.0)  # all -inf so far: e = 0, not NaN
             seen = s[lo:hi] > 0  # [c] any mass so far
@@ -121,11 +171,11 @@ def _online_lse(h: Tensor, weight: Tensor, bias: Tensor | None, temperature: flo
             if acc_x is not None:
                 acc_x[lo:hi].addcmul_(acc[lo:hi], shift[:, None]).mul_(scale[:, None])
             if acc is not None:
-                _add_mm(acc[lo:hi].mul_(scale[:, None]), e, w, w_low)
+                _add_mm(acc[lo:hi].mul_(scale[:, None]), e, w, w_low, f32out)
             ex = x.mul_(e)  # [c, v] e_k (x_k - m) (x is not needed again)
             t[lo:hi] += ex.sum(-1)
             if acc_x is not None:
-                _add_mm(acc_x[lo:hi], ex, w, w_low)
+                _add_mm(acc_x[lo:hi], ex, w, w_low, f32out)
             m[lo:hi] = m_new
     return m, s, t
 
@@ -135,7 +185,7 @@ class _HiddenLogprobs(torch.autograd.Function):
     def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, temperature: float,
                 chunk: int, vchunk: int, entropy_grad: bool, bf16_logits: bool, grad: bool) -> tuple[Tensor, Tensor]:  # fmt: skip
         with torch.autocast(hidden.device.type, enabled=False):  # float32 tiles, even inside autocast
-            ctx.low_logits = bf16_logits and _low(hidden, weight)
+            ctx.mode = _mode(hidden, weight, bf16_logits)
             return _HiddenLogprobs._forward(ctx, hidden, weight, bias, labels, temperature, chunk, vchunk,
                                             entropy_grad, grad)  # fmt: skip
 
@@ -150,7 +200,7 @@ class _HiddenLogprobs(torch.autograd.Function):
         x_y = torch.empty(N, dtype=wd, device=h.device)  # [N] label logits
         for lo, hi in tokens:
             x_y[lo:hi] = torch.linalg.vecdot(h[lo:hi], weight[y0[lo:hi]].to(wd))
-        if ctx.low_logits:  # rounded as the tiles' bf16 matmul rounds them
+        if ctx.mode == "low":  # rounded as the tiles' bf16 matmul rounds them
             x_y.copy_(x_y.to(hidden.dtype))
         if bias is not None:
             x_y += bias[y0].to(wd)
@@ -158,7 +208,7 @@ class _HiddenLogprobs(torch.autograd.Function):
         acc = torch.zeros_like(h) if need_h else None  # [N, H] sum_k e_k W_k
         acc_x = torch.zeros_like(h) if need_h and entropy_grad else None  # [N, H] sum_k e_k (x_k - m) W_k
         h_low = hidden.reshape(-1, hidden.shape[-1]) if _low(hidden, weight) else None  # [N, H] bf16
-        m, s, t = _online_lse(h, weight, bias, temperature, chunk, vchunk, acc, acc_x, h_low, ctx.low_logits)
+        m, s, t = _online_lse(h, weight, bias, temperature, chunk, vchunk, acc, acc_x, h_low, ctx.mode)
         mu_m = t / s  # [N] sum_k p_k x_k - m
         lse, mu = m + s.log(), m + mu_m  # [N]
         valid = y >= 0
@@ -219,13 +269,14 @@ def _weight_grads(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, y: T
     x_buf, p_buf = (torch.empty(rows * ctx.vchunk, dtype=wd, device=h.device) for _ in range(2))
     grad_w = torch.empty_like(weight) if need_w else None  # [V, H]
     grad_b = torch.empty_like(bias) if need_b else None  # [V]
+    mode = ctx.mode
     for vlo, vhi in _spans(weight.shape[0], ctx.vchunk):
-        w = weight[vlo:vhi].to(wd)  # [v, H]
+        w = weight[vlo:vhi].to(wd) if mode == "f32" else None  # [v, H] float32 copy
         b = None if bias is None else bias[vlo:vhi].to(wd)
-        gw = torch.zeros_like(w) if need_w else None  # [v, H]
-        gb = torch.zeros(w.shape[0], dtype=wd, device=w.device) if need_b else None  # [v]
+        gw = torch.zeros(vhi - vlo, h.shape[1], dtype=wd, device=h.device) if need_w else None  # [v, H]
+        gb = torch.zeros(vhi - vlo, dtype=wd, device=h.device) if need_b else None  # [v]
         for lo, hi in tokens:
-            x = _tile(x_buf, h[lo:hi], w, b, tau, (h_low[lo:hi], weight[vlo:vhi]) if ctx.low_logits else None)
+            x = _tile(x_buf, h[lo:hi], w, b, tau, None if w is not None else (h_low[lo:hi], weight[vlo:vhi]), mode)
             p = torch.sub(x, lse[lo:hi, None], out=p_buf[: x.numel()].view_as(x)).exp_()  # [c, v] softmax
             if ge is None:
                 dx = p.mul_(-g[lo:hi, None])  # [c, v] -g p
@@ -233,7 +284,7 @@ def _weight_grads(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, y: T
                 dx = x.sub_(mu[lo:hi, None]).mul_(p).mul_(-ge[lo:hi, None]).addcmul_(p, g[lo:hi, None], value=-1)
             _add_at_labels(dx, y[lo:hi], g[lo:hi], vlo)  # + g at the label
             if gw is not None:
-                _add_mm(gw, dx.T, h[lo:hi], None if h_low is None else h_low[lo:hi])
+                _add_mm(gw, dx.T, h[lo:hi], None if h_low is None else h_low[lo:hi], mode == "f32out")
             if gb is not None:
                 gb += dx.sum(0)
         if grad_w is not None:
@@ -298,4 +349,4 @@ def hidden_logprobs(
     return logp, (entropy if with_entropy else None)
 
 
-__all__ = ["CHUNK_TOKENS", "TILE_ELEMENTS", "hidden_logprobs"]
+__all__ = ["CHUNK_TOKENS", "TILE_ELEMENTS", "f32_products", "hidden_logprobs"]
