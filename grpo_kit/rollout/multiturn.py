@@ -366,6 +366,8 @@ class MultiTurnSampler:
 
     def close(self) -> None:
         self.runner.close()
+        if hasattr(self.inner, "close"):
+            self.inner.close()
 
     def sample(self, prompt_ids: list[list[int]], seed: int, keys: Sequence[int] | None = None) -> RolloutBatch:
         G, B = self.sampling.n, len(prompt_ids)

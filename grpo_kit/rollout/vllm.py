@@ -172,6 +172,15 @@ class VLLMSampler:
             raise
         self._check_tokenizer()
 
+    def close(self) -> None:
+        """Under torchrun, shut the rank's engine down now, while the trainer's process group still
+        exists: its teardown destroys vLLM's groups built on it, and run at interpreter exit, after
+        the trainer has destroyed its group, it printed a traceback ("Invalid process group
+        specified"). In one process the engine is left to vLLM's own finalizer. Idempotent."""
+        if many_ranks() and getattr(self, "llm", None) is not None:
+            llm, self.llm = self.llm, None
+            llm.llm_engine.engine_core.shutdown()
+
     def _check_tokenizer(self, stops: bool = False) -> None:
         """vLLM loads its own tokenizer from ``model_path`` (it matches stop strings with it); a
         different class can map ids differently (see ``grpo_kit.train.models.load_tokenizer``)."""
