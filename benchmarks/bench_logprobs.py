@@ -28,6 +28,12 @@ w.r.t. ``h``, on the sampled tokens, against float64 computed from the same bf16
     python benchmarks/bench_logprobs.py                  # both tables: about 6 minutes on 2 cores
     python benchmarks/bench_logprobs.py --tables logits --batch 8 --chunk-size 128
     python benchmarks/bench_logprobs.py --tables hidden --hidden-batch 4 --hidden-seq 1024
+    python benchmarks/bench_logprobs.py --tables hidden --device cuda --hidden-batch 8 --hidden-seq 4096
+
+On CUDA the fused row takes bf16 products into float32 (``torch.mm(..., out_dtype=torch.float32)``)
+where :func:`grpo_kit.algorithms.fused.f32_products` finds the op; the header says which. The CUDA
+branch (device tensors, the allocator's peak, synchronised timing) is written against the real API
+and has not been run: no GPU here.
 """
 
 from __future__ import annotations
@@ -128,7 +134,7 @@ def _setup_hidden(args: argparse.Namespace):
     from grpo_kit.algorithms import hidden_logprobs, token_logprobs
 
     gen = torch.Generator().manual_seed(0)
-    H, shape = args.hidden_dim, (args.hidden_batch, args.hidden_seq)
+    H, shape = args.hidden_dim, (args.hidden_batch, args.hidden_seq)  # made on the CPU, then moved: same numbers
     hidden = torch.randn(*shape, H, generator=gen).bfloat16()
     weight = torch.empty(VOCAB, H, dtype=torch.bfloat16)
     for start in range(0, VOCAB, 4096):  # block by block: no float32 [V, H] transient
@@ -136,6 +142,8 @@ def _setup_hidden(args: argparse.Namespace):
         rows.copy_(torch.randn(rows.shape, generator=gen) * (3 / H**0.5))  # logits of std ~3
     labels = torch.randint(0, VOCAB, shape, generator=gen)
     weights = torch.randn(*shape, generator=gen)
+    if args.device != "cpu":
+        hidden, weight, labels, weights = (t.to(args.device) for t in (hidden, weight, labels, weights))
     chunk = args.chunk_size or None
     variants = {
         "naive": lambda h, w, y: torch.log_softmax((h @ w.T).float(), -1).gather(-1, y[..., None]).squeeze(-1),
@@ -161,14 +169,24 @@ def _call_hidden(fn, hidden, weight, labels, weights, mode: str):
 
 
 def hidden_memory_worker(variant: str, mode: str, out_path: str, args: argparse.Namespace) -> None:
+    """Peak extra memory of one call: resident memory on the CPU; on CUDA, the allocator's peak
+    (``torch.cuda.max_memory_allocated``) above what was allocated before the call."""
     import torch
 
     hidden, weight, labels, weights, variants = _setup_hidden(args)
-    before = _rss_bytes()
+    cuda = hidden.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated() if cuda else _rss_bytes()
     logp, grad = _call_hidden(variants[variant], hidden, weight, labels, weights, mode)
-    peak_extra = _peak_rss_bytes() - before
+    if cuda:
+        torch.cuda.synchronize()
+    peak_extra = (torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes()) - before
     sample = slice(None, None, labels.numel() // 64 + 1)
     H = hidden.shape[-1]
+    hidden, labels, weights, logp = hidden.cpu(), labels.cpu(), weights.cpu(), logp.cpu()
+    grad = None if grad is None else grad.cpu()
     torch.save({"logp": logp.view(-1)[sample].clone(),
                 "grad": None if grad is None else grad.view(-1, H)[sample].clone(),
                 "hidden": hidden.view(-1, H)[sample].clone(), "labels": labels.view(-1)[sample].clone(),
@@ -177,12 +195,19 @@ def hidden_memory_worker(variant: str, mode: str, out_path: str, args: argparse.
 
 
 def hidden_time_worker(mode: str, args: argparse.Namespace) -> None:
+    import torch
+
     hidden, weight, labels, weights, variants = _setup_hidden(args)
+    sync = torch.cuda.synchronize if hidden.device.type == "cuda" else (lambda: None)
     best = {name: float("inf") for name in variants}
+    for name, fn in variants.items() if hidden.device.type == "cuda" else ():  # warm-up: kernels, cuBLAS
+        _call_hidden(fn, hidden, weight, labels, weights, mode)
     for _ in range(args.repeats):
         for name, fn in variants.items():
+            sync()
             t0 = time.perf_counter()
             _call_hidden(fn, hidden, weight, labels, weights, mode)
+            sync()
             best[name] = min(best[name], time.perf_counter() - t0)
     print(json.dumps(best))
 
@@ -209,10 +234,13 @@ def _hidden_errors(outs: dict, weight, grads: bool) -> dict[str, float]:
 def hidden_table(args: argparse.Namespace, tmp: str) -> None:
     import torch
 
+    from grpo_kit.algorithms.fused import f32_products
+
     gib, N = 2**30, args.hidden_batch * args.hidden_seq
     print(f"\nfrom hidden states: B x T = {args.hidden_batch} x {args.hidden_seq}, H = {args.hidden_dim}, "
-          f"V = {VOCAB}, bf16 h and W; the logits would be {N * VOCAB * 2 / gib:.2f} GiB in bf16")  # fmt: skip
-    weight = _setup_hidden(args)[1]
+          f"V = {VOCAB}, bf16 h and W; the logits would be {N * VOCAB * 2 / gib:.2f} GiB in bf16; on "
+          f"{args.device}, fused tiles from {'bf16 products into float32' if f32_products(args.device) else 'float32 upcasts'}")  # fmt: skip
+    weight = _setup_hidden(argparse.Namespace(**{**vars(args), "device": "cpu"}))[1]
     for mode in args.hidden_modes.split(","):
         mem, outs = {}, {}
         for variant in HIDDEN_VARIANTS:
@@ -233,7 +261,8 @@ def hidden_table(args: argparse.Namespace, tmp: str) -> None:
 def _subprocess(worker_args: list[str], args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", *worker_args, "--batch", str(args.batch), "--seq", str(args.seq),
            "--chunk-size", str(args.chunk_size), "--repeats", str(args.repeats), "--hidden-dim", str(args.hidden_dim),
-           "--hidden-batch", str(args.hidden_batch), "--hidden-seq", str(args.hidden_seq)]  # fmt: skip
+           "--hidden-batch", str(args.hidden_batch), "--hidden-seq", str(args.hidden_seq),
+           "--device", args.device]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     if done.returncode != 0:
         raise RuntimeError(f"worker {worker_args} failed:\n{done.stderr}")
@@ -268,6 +297,8 @@ def main() -> None:
     p.add_argument("--hidden-batch", type=int, default=1)
     p.add_argument("--hidden-seq", type=int, default=1024)
     p.add_argument("--hidden-modes", default="forward,lora,full")
+    p.add_argument("--device", default="cpu", help="the hidden table's device: cpu (peak RSS) or cuda "
+                   "(the allocator's peak; kernels warmed up before timing). cuda: not run here")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
