@@ -90,19 +90,17 @@ def _spans(n: int, size: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
 
-def _tile(buf: Tensor, h: Tensor, w: Tensor | None, b: Tensor | None, temperature: float,
-          low: tuple[Tensor, Tensor] | None, mode: str) -> Tensor:  # fmt: skip
+def _tile(buf: Tensor, h: Tensor, w: Tensor, b: Tensor | None, temperature: float, mode: str) -> Tensor:
     """``(h w^T + b) / temperature`` into the front of the flat buffer ``buf``: ``[c, v]``. ``mode``:
-    ``"f32"`` the float32 ``h`` and ``w``; ``"f32out"`` the bf16/fp16 operands ``low`` into float32
-    (:func:`f32_products`); ``"low"`` the matmul in that dtype, rounded to it (``bf16_logits``)."""
-    rows, cols = (h.shape[0], w.shape[0]) if low is None else (low[0].shape[0], low[1].shape[0])
-    x = buf[: rows * cols].view(rows, cols)  # [c, v], contiguous
+    ``"f32"`` float32 ``h`` and ``w``; for bf16/fp16 ``h`` and ``w``, ``"f32out"`` the product into
+    float32 (:func:`f32_products`) and ``"low"`` the product in that dtype, rounded to it (``bf16_logits``)."""
+    x = buf[: h.shape[0] * w.shape[0]].view(h.shape[0], w.shape[0])  # [c, v], contiguous
     if mode == "f32":
         torch.mm(h, w.T, out=x)
     elif mode == "f32out":
-        _mm_f32(low[0], low[1].T, out=x)
+        _mm_f32(h, w.T, out=x)
     else:
-        x.copy_(torch.mm(low[0], low[1].T))
+        x.copy_(torch.mm(h, w.T))
     if b is not None:
         x.add_(b)
     return x if temperature == 1.0 else x.div_(temperature)
@@ -154,10 +152,10 @@ def _online_lse(h: Tensor, weight: Tensor, bias: Tensor | None, temperature: flo
     f32out = mode == "f32out"
     for vlo, vhi in _spans(weight.shape[0], vchunk):
         w_low = None if h_low is None else weight[vlo:vhi]  # [v, H] bf16
-        w = weight[vlo:vhi].to(wd) if mode == "f32" or w_low is None else None  # [v, H] float32 copy
+        w = weight[vlo:vhi].to(wd) if mode == "f32" else None  # [v, H] float32 copy (f32 mode only)
         b = None if bias is None else bias[vlo:vhi].to(wd)
         for lo, hi in _spans(N, chunk):
-            x = _tile(x_buf, h[lo:hi], w, b, temperature, None if w is not None else (h_low[lo:hi], w_low), mode)
+            x = _tile(x_buf, *((h[lo:hi], w) if w is not None else (h_low[lo:hi], w_low)), b, temperature, mode)
             m_old, m_new = m[lo:hi], torch.maximum(m[lo:hi], x.amax(-1))  # [c]
             ref = torch.where(m_new > float("-inf"), m_new, 0.0)  # all -inf so far: e = 0, not NaN
             seen = s[lo:hi] > 0  # [c] any mass so far
@@ -260,23 +258,23 @@ def _weight_grads(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, y: T
     """``dL/dW = sum_t dx_t h_t^T / tau`` and ``dL/db = sum_t dx_t / tau``, recomputing each tile's ``p``."""
     need_w, need_b = ctx.needs_input_grad[1:3]
     tau, wd = ctx.temperature, lse.dtype
-    h_low = hidden.reshape(-1, hidden.shape[-1])  # [N, H]
-    h, h_low = h_low.to(wd), (h_low if _low(hidden, weight) else None)
+    mode, flat = ctx.mode, hidden.reshape(-1, hidden.shape[-1])  # [N, H]
+    h = flat.to(wd) if mode == "f32" else None  # [N, H] float32 (a copy only for bf16 inputs in f32 mode)
+    h_low = flat if _low(hidden, weight) else None  # [N, H] bf16
     g = torch.where(y >= 0, g.to(wd), 0.0) / tau  # [N]
     ge = None if ge is None else ge.to(wd) / tau  # [N]
-    tokens = _spans(h.shape[0], ctx.chunk)
-    rows = min(ctx.chunk, h.shape[0])
-    x_buf, p_buf = (torch.empty(rows * ctx.vchunk, dtype=wd, device=h.device) for _ in range(2))
+    N, dev = flat.shape[0], flat.device
+    tokens = _spans(N, ctx.chunk)
+    x_buf, p_buf = (torch.empty(min(ctx.chunk, N) * ctx.vchunk, dtype=wd, device=dev) for _ in range(2))
     grad_w = torch.empty_like(weight) if need_w else None  # [V, H]
     grad_b = torch.empty_like(bias) if need_b else None  # [V]
-    mode = ctx.mode
     for vlo, vhi in _spans(weight.shape[0], ctx.vchunk):
-        w = weight[vlo:vhi].to(wd) if mode == "f32" else None  # [v, H] float32 copy
+        w = weight[vlo:vhi].to(wd) if mode == "f32" else None  # [v, H] float32 copy (f32 mode only)
         b = None if bias is None else bias[vlo:vhi].to(wd)
-        gw = torch.zeros(vhi - vlo, h.shape[1], dtype=wd, device=h.device) if need_w else None  # [v, H]
-        gb = torch.zeros(vhi - vlo, dtype=wd, device=h.device) if need_b else None  # [v]
+        gw = torch.zeros(vhi - vlo, flat.shape[1], dtype=wd, device=dev) if need_w else None  # [v, H]
+        gb = torch.zeros(vhi - vlo, dtype=wd, device=dev) if need_b else None  # [v]
         for lo, hi in tokens:
-            x = _tile(x_buf, h[lo:hi], w, b, tau, None if w is not None else (h_low[lo:hi], weight[vlo:vhi]), mode)
+            x = _tile(x_buf, *((h[lo:hi], w) if w is not None else (h_low[lo:hi], weight[vlo:vhi])), b, tau, mode)
             p = torch.sub(x, lse[lo:hi, None], out=p_buf[: x.numel()].view_as(x)).exp_()  # [c, v] softmax
             if ge is None:
                 dx = p.mul_(-g[lo:hi, None])  # [c, v] -g p
@@ -284,7 +282,8 @@ def _weight_grads(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, y: T
                 dx = x.sub_(mu[lo:hi, None]).mul_(p).mul_(-ge[lo:hi, None]).addcmul_(p, g[lo:hi, None], value=-1)
             _add_at_labels(dx, y[lo:hi], g[lo:hi], vlo)  # + g at the label
             if gw is not None:
-                _add_mm(gw, dx.T, h[lo:hi], None if h_low is None else h_low[lo:hi], mode == "f32out")
+                _add_mm(gw, dx.T, None if h is None else h[lo:hi], None if h_low is None else h_low[lo:hi],
+                        mode == "f32out")  # fmt: skip
             if gb is not None:
                 gb += dx.sum(0)
         if grad_w is not None:

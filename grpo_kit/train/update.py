@@ -107,12 +107,17 @@ def _no_grad_in_micro_batches(fn, batch: Batch, micro: int, layout: Layout | Non
     return torch.cat(parts)
 
 
+def _forward_options(cfg: TrainConfig) -> dict:
+    """The run's settings of :func:`forward_logprobs`, the same for every call of the update
+    (``shared_prefix``: only a resolved ``true``; the trainer resolves ``auto``)."""
+    return {"temperature": cfg.sampling.temperature, "packed": cfg.train.packing,
+            "shared_prefix": cfg.train.shared_prefix is True, "fused": cfg.train.logprobs == "fused"}
+
+
 def _logprobs_no_grad(model, batch: Batch, micro: int, cfg: TrainConfig, autocast: bool,
                       layout: Layout | None = None) -> torch.Tensor:
     return _no_grad_in_micro_batches(
-        lambda sub: forward_logprobs(model, sub, temperature=cfg.sampling.temperature, autocast=autocast,
-                                     packed=cfg.train.packing, shared_prefix=cfg.train.shared_prefix is True,
-                                     fused=cfg.train.logprobs == "fused")[0],
+        lambda sub: forward_logprobs(model, sub, autocast=autocast, **_forward_options(cfg))[0],
         batch, micro, layout, cfg.train.micro_batch_tokens)
 
 
@@ -120,10 +125,8 @@ def _logprobs_entropy_no_grad(model, batch: Batch, micro: int, cfg: TrainConfig,
                               layout: Layout | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logp, entropy)``, each ``[N, T]``, in one pass (``top_entropy_quantile`` needs both)."""
     both = _no_grad_in_micro_batches(
-        lambda sub: torch.stack(forward_logprobs(model, sub, temperature=cfg.sampling.temperature,
-                                                 autocast=autocast, with_entropy=True, packed=cfg.train.packing,
-                                                 shared_prefix=cfg.train.shared_prefix is True,
-                                                 fused=cfg.train.logprobs == "fused"), -1),
+        lambda sub: torch.stack(forward_logprobs(model, sub, autocast=autocast, with_entropy=True,
+                                                 **_forward_options(cfg)), -1),
         batch, micro, layout, cfg.train.micro_batch_tokens)  # [N, T, 2]
     return both[..., 0], both[..., 1]
 
@@ -367,10 +370,8 @@ def _micro_step(model, batch, idx, adv, mask, old_logp, ref_logp, cfg: TrainConf
     if empty:
         idx = torch.zeros(1, dtype=torch.long, device=batch.input_ids.device)
     sub = batch.rows(idx)
-    logp, ent = forward_logprobs(model, sub, temperature=cfg.sampling.temperature, autocast=autocast,
-                                 with_entropy=True, entropy_grad=algo.entropy_coef > 0, packed=cfg.train.packing,
-                                 shared_prefix=cfg.train.shared_prefix is True,
-                                 fused=cfg.train.logprobs == "fused")
+    logp, ent = forward_logprobs(model, sub, autocast=autocast, with_entropy=True,
+                                 entropy_grad=algo.entropy_coef > 0, **_forward_options(cfg))
     m = mask[idx] * (0.0 if empty else 1.0)
     a = adv[idx] * m  # finite where m is 0
     old = old_logp[idx] if old_logp is not None else logp.detach()
